@@ -1,0 +1,255 @@
+"""`CJEPAConfig`: every hyper-parameter of the C-JEPA model, its masking and its loss.
+
+The config is the single source of truth: the encoder, the predictor, the mask
+collator (`cjepa_hf.masking`) and the loss all read their settings from here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+JEPA_LOSSES = ("l2", "smooth_l1")
+VICREG_SOURCES = ("predictor", "context")
+
+# Paper sizes (PAPER.md section 1): width, depth, heads, predictor depth, patch size.
+_PRESETS: dict[str, dict[str, Any]] = {
+    "vit-t16": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, predictor_num_hidden_layers=6, patch_size=16),
+    "vit-s16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, predictor_num_hidden_layers=6, patch_size=16),
+    "vit-b16": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, predictor_num_hidden_layers=6, patch_size=16),
+    "vit-l16": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, predictor_num_hidden_layers=12, patch_size=16),
+    "vit-h14": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, predictor_num_hidden_layers=12, patch_size=14),
+    "vit-h16": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, predictor_num_hidden_layers=12, patch_size=16),
+    "vit-g16": dict(
+        hidden_size=1408, num_hidden_layers=40, num_attention_heads=16, predictor_num_hidden_layers=16,
+        patch_size=16, intermediate_size=6144,  # MLP ratio 48/11
+    ),
+}
+_ALIASES = {
+    "vit_tiny_patch16": "vit-t16", "vit-tiny": "vit-t16", "vit-t/16": "vit-t16",
+    "vit_small_patch16": "vit-s16", "vit-small": "vit-s16", "vit-s/16": "vit-s16",
+    "vit_base_patch16": "vit-b16", "vit-base": "vit-b16", "vit-b/16": "vit-b16",
+    "vit_large_patch16": "vit-l16", "vit-large": "vit-l16", "vit-l/16": "vit-l16",
+    "vit_huge_patch14": "vit-h14", "vit-huge": "vit-h14", "vit-h/14": "vit-h14",
+    "vit_huge_patch16": "vit-h16", "vit-h/16": "vit-h16",
+    "vit_giant_patch16": "vit-g16", "vit-giant": "vit-g16", "vit-g/16": "vit-g16",
+}
+PRESET_NAMES = tuple(_PRESETS)
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (min, max) of numbers, got {value!r}") from None
+    return lo, hi
+
+
+class CJEPAConfig(PreTrainedConfig):
+    r"""Configuration of a C-JEPA model (I-JEPA + VICReg, Mo & Tong 2024).
+
+    Encoder (a ViT without CLS token, fixed 2-D sin-cos positions):
+        image_size, patch_size, num_channels, hidden_size, num_hidden_layers,
+        num_attention_heads, intermediate_size (default 4 * hidden_size), hidden_act,
+        layer_norm_eps (1e-6 as I-JEPA), qkv_bias, drop_path_rate, attention_dropout,
+        initializer_range.
+    Predictor (a narrow ViT, PAPER.md section 1):
+        predictor_hidden_size (384), predictor_num_hidden_layers (6),
+        predictor_num_attention_heads (default: num_attention_heads),
+        predictor_intermediate_size (default 4 * predictor_hidden_size).
+    Multi-block masking (PAPER.md section 2), read by `cjepa_hf.masking.MaskCollator`:
+        num_target_blocks (M=4), target_scale (0.15, 0.2), target_aspect_ratio (0.75, 1.5),
+        context_scale (0.85, 1.0), context_aspect_ratio (1.0, 1.0), min_keep (10),
+        allow_target_overlap (True).
+    Loss (PAPER.md section 3): L = L_jepa + vicreg_weight * (sim * inv + std * var + cov * cov)
+        jepa_loss ("l2" | "smooth_l1"), smooth_l1_beta, vicreg_weight (0.001),
+        vicreg_sim_coeff (25), vicreg_std_coeff (25), vicreg_cov_coeff (1), vicreg_eps (1e-4),
+        vicreg_source ("predictor": per-block means of the predictor outputs, as in the
+        paper's Algorithm 1; "context": mean of the context-encoder tokens against the
+        per-block means of the target features), projector_dims (hidden and output sizes of
+        the VICReg projector MLP; the paper does not give them).
+    """
+
+    model_type = "cjepa"
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        num_channels: int = 3,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int | None = None,
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-6,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        attention_dropout: float = 0.0,
+        initializer_range: float = 0.02,
+        predictor_hidden_size: int = 384,
+        predictor_num_hidden_layers: int = 6,
+        predictor_num_attention_heads: int | None = None,
+        predictor_intermediate_size: int | None = None,
+        num_target_blocks: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect_ratio: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        context_aspect_ratio: tuple[float, float] = (1.0, 1.0),
+        min_keep: int = 10,
+        allow_target_overlap: bool = True,
+        jepa_loss: str = "l2",
+        smooth_l1_beta: float = 1.0,
+        vicreg_weight: float = 0.001,
+        vicreg_sim_coeff: float = 25.0,
+        vicreg_std_coeff: float = 25.0,
+        vicreg_cov_coeff: float = 1.0,
+        vicreg_eps: float = 1e-4,
+        vicreg_source: str = "predictor",
+        projector_dims: tuple[int, ...] = (2048, 2048),
+        **kwargs: Any,
+    ) -> None:
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size if intermediate_size is not None else 4 * hidden_size
+        self.hidden_act = hidden_act
+        self.layer_norm_eps = layer_norm_eps
+        self.qkv_bias = qkv_bias
+        self.drop_path_rate = drop_path_rate
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.predictor_hidden_size = predictor_hidden_size
+        self.predictor_num_hidden_layers = predictor_num_hidden_layers
+        self.predictor_num_attention_heads = (
+            predictor_num_attention_heads if predictor_num_attention_heads is not None else num_attention_heads
+        )
+        self.predictor_intermediate_size = (
+            predictor_intermediate_size if predictor_intermediate_size is not None else 4 * predictor_hidden_size
+        )
+        self.num_target_blocks = num_target_blocks
+        self.target_scale = tuple(target_scale) if target_scale is not None else target_scale
+        self.target_aspect_ratio = tuple(target_aspect_ratio) if target_aspect_ratio is not None else None
+        self.context_scale = tuple(context_scale) if context_scale is not None else None
+        self.context_aspect_ratio = tuple(context_aspect_ratio) if context_aspect_ratio is not None else None
+        self.min_keep = min_keep
+        self.allow_target_overlap = allow_target_overlap
+        self.jepa_loss = jepa_loss
+        self.smooth_l1_beta = smooth_l1_beta
+        self.vicreg_weight = vicreg_weight
+        self.vicreg_sim_coeff = vicreg_sim_coeff
+        self.vicreg_std_coeff = vicreg_std_coeff
+        self.vicreg_cov_coeff = vicreg_cov_coeff
+        self.vicreg_eps = vicreg_eps
+        self.vicreg_source = vicreg_source
+        self.projector_dims = tuple(int(d) for d in projector_dims) if projector_dims is not None else None
+        super().__init__(**kwargs)
+        self.validate_cjepa()
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of the (square) training image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    # ------------------------------------------------------------------ validation
+    def validate_cjepa(self) -> None:
+        """Raise `ValueError` naming the field, its value and what is allowed."""
+
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        for name in (
+            "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
+            "num_attention_heads", "intermediate_size", "predictor_hidden_size",
+            "predictor_num_hidden_layers", "predictor_num_attention_heads",
+            "predictor_intermediate_size", "num_target_blocks", "min_keep",
+        ):
+            positive_int(name)
+        if self.image_size % self.patch_size != 0:
+            raise ValueError(
+                f"image_size must be divisible by patch_size, got image_size={self.image_size} "
+                f"and patch_size={self.patch_size}"
+            )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"num_attention_heads must divide hidden_size, got num_attention_heads="
+                f"{self.num_attention_heads} and hidden_size={self.hidden_size}"
+            )
+        if self.predictor_hidden_size % self.predictor_num_attention_heads != 0:
+            raise ValueError(
+                f"predictor_num_attention_heads must divide predictor_hidden_size, got "
+                f"predictor_num_attention_heads={self.predictor_num_attention_heads} and "
+                f"predictor_hidden_size={self.predictor_hidden_size}"
+            )
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must lie in [0, 1), got {self.drop_path_rate!r}")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout must lie in [0, 1), got {self.attention_dropout!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        if not self.initializer_range > 0:
+            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}")
+
+        for name in ("target_scale", "context_scale"):
+            lo, hi = _pair(name, getattr(self, name))
+            if not (0.0 < lo <= 1.0 and 0.0 < hi <= 1.0):
+                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)!r}")
+            if lo > hi:
+                raise ValueError(f"{name} must have min <= max, got {getattr(self, name)!r}")
+        for name in ("target_aspect_ratio", "context_aspect_ratio"):
+            lo, hi = _pair(name, getattr(self, name))
+            if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
+            if lo > hi:
+                raise ValueError(f"{name} must have min <= max, got {getattr(self, name)!r}")
+        if self.min_keep > self.num_patches:
+            raise ValueError(
+                f"min_keep must be at most the number of patches ({self.num_patches} for image_size="
+                f"{self.image_size}, patch_size={self.patch_size}), got {self.min_keep}"
+            )
+
+        if self.jepa_loss not in JEPA_LOSSES:
+            raise ValueError(f"jepa_loss must be one of {JEPA_LOSSES}, got {self.jepa_loss!r}")
+        if self.vicreg_source not in VICREG_SOURCES:
+            raise ValueError(f"vicreg_source must be one of {VICREG_SOURCES}, got {self.vicreg_source!r}")
+        for name in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("vicreg_eps", "smooth_l1_beta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if not self.projector_dims or any(d <= 0 for d in self.projector_dims):
+            raise ValueError(f"projector_dims must be a non-empty list of positive sizes, got {self.projector_dims!r}")
+        if self.vicreg_source == "predictor" and self.vicreg_weight > 0 and self.num_target_blocks < 2:
+            raise ValueError(
+                "vicreg_source='predictor' compares target blocks pairwise and needs num_target_blocks >= 2, "
+                f"got num_target_blocks={self.num_target_blocks}"
+            )
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "CJEPAConfig":
+        """A paper-size config: `vit-t16`, `vit-s16`, `vit-b16`, `vit-l16`, `vit-h14` (also
+        `vit-h16`, `vit-g16`, and aliases such as `vit_base_patch16` or `vit-b/16`).
+        Keyword arguments override any field."""
+        key = _ALIASES.get(name.lower(), name.lower())
+        if key not in _PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESET_NAMES)}")
+        return cls(**{**_PRESETS[key], **overrides})
+
+
+__all__ = ["CJEPAConfig", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]
