@@ -1,0 +1,443 @@
+"""Multi-block masking for C-JEPA / I-JEPA (PAPER.md section 2), vectorised and reproducible.
+
+Patch indices are row-major on the square patch grid: ``index = row * grid_size + col``.
+
+Per batch, one target block size ``(h, w)`` (shared by the M target blocks) and one context block
+size are drawn; per sample, every block gets its own position. The target patches are removed from
+the context block; the context is then cut to the batch minimum length by keeping a *uniform random*
+subset of each sample's context patches (sorted ascending).
+
+Differences from the reference collator (facebookresearch/ijepa), all deliberate:
+
+- the top-left corner is drawn from ``[0, grid - h]`` inclusive, so the last row and column are
+  reachable, and a block may span the whole grid (a full-grid context is possible);
+- scale and aspect ratio are two independent random numbers;
+- the cut to equal context length drops random patches, not the highest indices (bottom rows);
+- the masks of a batch are a pure function of ``(seed, epoch, batch position, rank)``, independent of
+  the number of DataLoader workers, and restorable from ``MaskCollator.state_dict()``;
+- the sampler works on the whole batch at once (no per-sample Python loop).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .configuration_cjepa import CJEPAConfig
+
+_MASK64 = (1 << 64) - 1
+# How often the positions of a sample that keeps fewer than `min_keep` context patches (or whose
+# non-overlapping targets do not fit) are redrawn before giving up.
+DEFAULT_MAX_TRIES = 20
+
+
+# ---------------------------------------------------------------------------------------- seeding
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mask_seed(seed: int, epoch: int, batch_position: int, rank: int) -> int:
+    """A 64-bit generator seed for one batch: a splitmix64 chain over its coordinates.
+
+    Chaining (rather than e.g. ``seed + position``) keeps neighbouring coordinates far apart, so
+    (seed=0, position=1) and (seed=1, position=0) do not share masks."""
+    h = _splitmix64(int(seed) & _MASK64)
+    for value in (epoch, batch_position, rank):
+        h = _splitmix64(h ^ (int(value) & _MASK64))
+    return h
+
+
+# ---------------------------------------------------------------------------------------- sizes
+def block_size(scale: float, aspect_ratio: float, grid_size: int) -> tuple[int, int]:
+    """Block ``(h, w)`` in patches for a fraction ``scale`` of the grid and ``aspect_ratio = h / w``.
+
+    ``h = round(sqrt(s * N * a))``, ``w = round(sqrt(s * N / a))`` with ``N = grid_size**2``, each
+    clamped to ``[1, grid_size]``."""
+    n = scale * grid_size * grid_size
+    h = round(math.sqrt(n * aspect_ratio))
+    w = round(math.sqrt(n / aspect_ratio))
+    return min(max(h, 1), grid_size), min(max(w, 1), grid_size)
+
+
+def _lerp(bounds: tuple[float, float], u: float) -> float:
+    return bounds[0] + u * (bounds[1] - bounds[0])
+
+
+def _area_range(scale: tuple[float, float], aspect: tuple[float, float], grid_size: int) -> tuple[int, int]:
+    """(min, max) block area over the scale x aspect range, evaluated on a 65 x 65 lattice that
+    includes the corners (the area is monotone in the scale and nearly so in the aspect)."""
+    areas = [
+        h * w
+        for i in range(65)
+        for j in range(65)
+        for h, w in [block_size(_lerp(scale, i / 64), _lerp(aspect, j / 64), grid_size)]
+    ]
+    return min(areas), max(areas)
+
+
+def _as_pair(name: str, value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (min, max) of numbers, got {value!r}") from None
+    return lo, hi
+
+
+def _check_pair(name: str, value: Any, *, upper: float | None) -> tuple[float, float]:
+    lo, hi = _as_pair(name, value)
+    if upper is not None and not (0.0 < lo <= upper and 0.0 < hi <= upper):
+        raise ValueError(f"{name} must lie in (0, {upper:g}], got {value!r}")
+    if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    if lo > hi:
+        raise ValueError(f"{name} must have min <= max, got {value!r}")
+    return lo, hi
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_masking_params(
+    grid_size: int,
+    num_target_blocks: int,
+    target_scale: Sequence[float],
+    target_aspect_ratio: Sequence[float],
+    context_scale: Sequence[float],
+    context_aspect_ratio: Sequence[float],
+    min_keep: int,
+    allow_target_overlap: bool,
+) -> None:
+    """Raise `ValueError` (field, value, what is allowed) for masking settings that are invalid or
+    that can never be met.
+
+    Necessary conditions checked: the context block can hold `min_keep` patches; the grid minus one
+    target block can (a context cannot keep patches that a target covers); with
+    ``allow_target_overlap=False`` the M targets fit side by side by area. Settings that pass but
+    are merely unlikely to succeed fail later, in `sample_masks`, with a `RuntimeError`: e.g.
+    non-overlapping targets near the packing limit (4 blocks of 6x6 on 14x14 place in only ~1 draw
+    out of 4; the default target_scale (0.15, 0.2) can reach 7x6, which random corners almost never
+    pack), so with ``allow_target_overlap=False`` keep the targets well under the grid."""
+    pairs = [
+        _as_pair(name, value)
+        for name, value in (
+            ("target_scale", target_scale), ("target_aspect_ratio", target_aspect_ratio),
+            ("context_scale", context_scale), ("context_aspect_ratio", context_aspect_ratio),
+        )
+    ]
+    _check_masking_params(grid_size, num_target_blocks, *pairs, min_keep, bool(allow_target_overlap))
+
+
+@functools.lru_cache(maxsize=64)  # `sample_masks` checks on every batch; the area scan costs ~ms
+def _check_masking_params(
+    grid_size: int,
+    num_target_blocks: int,
+    target_scale: tuple[float, float],
+    target_aspect_ratio: tuple[float, float],
+    context_scale: tuple[float, float],
+    context_aspect_ratio: tuple[float, float],
+    min_keep: int,
+    allow_target_overlap: bool,
+) -> None:
+    _check_int("grid_size", grid_size, minimum=1)
+    _check_int("num_target_blocks", num_target_blocks, minimum=1)
+    _check_int("min_keep", min_keep, minimum=1)
+    target_scale = _check_pair("target_scale", target_scale, upper=1.0)
+    context_scale = _check_pair("context_scale", context_scale, upper=1.0)
+    target_aspect_ratio = _check_pair("target_aspect_ratio", target_aspect_ratio, upper=None)
+    context_aspect_ratio = _check_pair("context_aspect_ratio", context_aspect_ratio, upper=None)
+    n = grid_size * grid_size
+    if min_keep > n:
+        raise ValueError(f"min_keep must be at most the number of patches ({n} on a {grid_size}x{grid_size} grid), got {min_keep}")
+    t_min, _ = _area_range(target_scale, target_aspect_ratio, grid_size)
+    _, c_max = _area_range(context_scale, context_aspect_ratio, grid_size)
+    if c_max < min_keep:
+        raise ValueError(
+            f"min_keep={min_keep} cannot be met: the largest context block for context_scale={context_scale} "
+            f"and context_aspect_ratio={context_aspect_ratio} has {c_max} patches on a {grid_size}x{grid_size} "
+            f"grid; min_keep must be at most {c_max}"
+        )
+    if not allow_target_overlap and num_target_blocks * t_min > n:
+        raise ValueError(
+            f"num_target_blocks={num_target_blocks} non-overlapping target blocks of at least {t_min} patches "
+            f"(target_scale={target_scale}, target_aspect_ratio={target_aspect_ratio}) cannot fit in "
+            f"{n} patches ({grid_size}x{grid_size} grid); lower num_target_blocks or target_scale, or set "
+            "allow_target_overlap=True"
+        )
+    covered = num_target_blocks * t_min if not allow_target_overlap else t_min
+    if n - covered < min_keep:
+        raise ValueError(
+            f"min_keep={min_keep} cannot be met: the targets (num_target_blocks={num_target_blocks}, "
+            f"target_scale={target_scale}, target_aspect_ratio={target_aspect_ratio}, "
+            f"allow_target_overlap={allow_target_overlap}) cover at least {covered} of the {n} patches, "
+            f"so min_keep must be at most {n - covered}"
+        )
+
+
+# ---------------------------------------------------------------------------------------- sampler
+def _block_offsets(h: int, w: int, grid_size: int) -> torch.Tensor:
+    """Row-major flat offsets of an h x w block from its top-left patch, ascending. (h*w,)"""
+    return (torch.arange(h).unsqueeze(1) * grid_size + torch.arange(w)).reshape(-1)
+
+
+def _overlapping_corners(n: int, m: int, h: int, w: int, grid_size: int, generator: torch.Generator) -> torch.Tensor:
+    rows = torch.randint(0, grid_size - h + 1, (n, m), generator=generator)  # inclusive corner bound
+    cols = torch.randint(0, grid_size - w + 1, (n, m), generator=generator)
+    return rows * grid_size + cols  # (n, M)
+
+
+def _disjoint_corners(
+    n: int, m: int, h: int, w: int, grid_size: int, offsets: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each block uniform over the corners whose window avoids the earlier blocks of its sample.
+
+    The loop runs over the M blocks (each step vectorised over the batch) because block k's free
+    corners depend on blocks < k. Returns corners (n, M) and ok (n,), False where some block had
+    no free corner (those rows are redrawn by the caller)."""
+    nr, nc = grid_size - h + 1, grid_size - w + 1
+    occupied = torch.zeros(n, grid_size, grid_size, dtype=torch.int32)
+    corners = torch.empty(n, m, dtype=torch.long)
+    ok = torch.ones(n, dtype=torch.bool)
+    for k in range(m):
+        # Occupied count inside each h x w window, from an integral image.
+        ii = F.pad(occupied.cumsum(1).cumsum(2), (1, 0, 1, 0))  # (n, G+1, G+1)
+        win = ii[:, h:, w:] - ii[:, :nr, w:] - ii[:, h:, :nc] + ii[:, :nr, :nc]  # (n, nr, nc)
+        free = (win == 0).reshape(n, nr * nc)
+        ok &= free.any(1)
+        pick = torch.rand(n, nr * nc, generator=generator).masked_fill_(~free, -1.0).argmax(1)  # (n,)
+        corners[:, k] = (pick // nc) * grid_size + pick % nc
+        occupied.view(n, -1).scatter_(1, corners[:, k : k + 1] + offsets, 1)
+    return corners, ok
+
+
+def sample_masks(
+    batch_size: int,
+    generator: torch.Generator,
+    *,
+    grid_size: int,
+    num_target_blocks: int,
+    target_scale: Sequence[float],
+    target_aspect_ratio: Sequence[float],
+    context_scale: Sequence[float],
+    context_aspect_ratio: Sequence[float],
+    min_keep: int,
+    allow_target_overlap: bool = True,
+    max_tries: int = DEFAULT_MAX_TRIES,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample I-JEPA multi-block masks for a batch; every random number comes from `generator`.
+
+    Returns:
+        context_indices: LongTensor (B, Kc), each row sorted ascending, no index inside any target
+            block of the same sample; Kc = the smallest context of the batch (>= min_keep).
+        target_indices: LongTensor (B, M, Kt), Kt = h * w, each block row-major (ascending).
+
+    Raises `ValueError` for invalid or unattainable settings (see `check_masking_params`) and
+    `RuntimeError` if some sample still keeps fewer than `min_keep` context patches (or cannot
+    place non-overlapping targets) after `max_tries` draws of its positions.
+    """
+    target_scale = _as_pair("target_scale", target_scale)
+    target_aspect_ratio = _as_pair("target_aspect_ratio", target_aspect_ratio)
+    context_scale = _as_pair("context_scale", context_scale)
+    context_aspect_ratio = _as_pair("context_aspect_ratio", context_aspect_ratio)
+    _check_masking_params(
+        grid_size, num_target_blocks, target_scale, target_aspect_ratio,
+        context_scale, context_aspect_ratio, min_keep, bool(allow_target_overlap),
+    )
+    _check_int("batch_size", batch_size, minimum=1)
+    _check_int("max_tries", max_tries, minimum=1)
+    g, m, b = grid_size, num_target_blocks, batch_size
+    n = g * g
+
+    # Sizes once per batch; scale and aspect ratio from independent draws.
+    u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+    th, tw = block_size(_lerp(target_scale, u[0]), _lerp(target_aspect_ratio, u[1]), g)
+    ch, cw = block_size(_lerp(context_scale, u[2]), _lerp(context_aspect_ratio, u[3]), g)
+    t_off = _block_offsets(th, tw, g)  # (Kt,)
+    c_off = _block_offsets(ch, cw, g)  # (ch*cw,)
+
+    targets = torch.empty(b, m, th * tw, dtype=torch.long)
+    context = torch.empty(b, n, dtype=torch.bool)
+    todo = torch.arange(b)  # rows still to (re)draw
+    for _ in range(max_tries):
+        k = todo.numel()
+        if allow_target_overlap:
+            t_corner = _overlapping_corners(k, m, th, tw, g, generator)
+            placed = None
+        else:
+            t_corner, placed = _disjoint_corners(k, m, th, tw, g, t_off, generator)
+        tgt = t_corner.unsqueeze(-1) + t_off  # (k, M, Kt)
+        c_corner = (
+            torch.randint(0, g - ch + 1, (k, 1), generator=generator) * g
+            + torch.randint(0, g - cw + 1, (k, 1), generator=generator)
+        )  # (k, 1)
+        ctx = torch.zeros(k, n, dtype=torch.bool)
+        ctx.scatter_(1, c_corner + c_off, True)
+        ctx.scatter_(1, tgt.view(k, -1), False)  # targets leave the context
+        short = ctx.sum(1) < min_keep
+        ok = ~short if placed is None else ~short & placed
+        if k == b:
+            targets, context = tgt, ctx
+        else:
+            targets[todo], context[todo] = tgt, ctx
+        todo = todo[~ok]
+        if todo.numel() == 0:
+            break
+    else:
+        n_short = int(short[~ok].sum())
+        reason = f"{n_short} kept fewer than min_keep={min_keep} context patches"
+        if placed is not None:
+            reason += f", {int((~placed).sum())} could not place {m} non-overlapping targets"
+        raise RuntimeError(
+            f"mask sampling failed for {todo.numel()} of {b} samples after max_tries={max_tries} draws "
+            f"({reason}; drawn target block {th}x{tw}, context block {ch}x{cw}; grid_size={g}, "
+            f"num_target_blocks={m}, target_scale={target_scale}, target_aspect_ratio={target_aspect_ratio}, "
+            f"context_scale={context_scale}, context_aspect_ratio={context_aspect_ratio}, "
+            f"allow_target_overlap={allow_target_overlap}); lower min_keep or the target scale, or raise "
+            "the context scale"
+        )
+
+    # Equal length without positional bias: random scores on the context patches (-1 elsewhere),
+    # the top Kc of each row are a uniform random subset; then back to ascending order.
+    kc = int(context.sum(1).min())
+    scores = torch.rand(b, n, generator=generator).masked_fill_(~context, -1.0)
+    keep = scores.topk(kc, dim=1, sorted=False).indices.sort(dim=1).values  # (B, Kc)
+    return keep, targets
+
+
+# ---------------------------------------------------------------------------------------- collator
+class MaskCollator:
+    """DataLoader `collate_fn`: stacks images and attaches multi-block masks.
+
+    Every masking setting comes from the config (`CJEPAConfig`: num_target_blocks, target_scale,
+    target_aspect_ratio, context_scale, context_aspect_ratio, min_keep, allow_target_overlap; grid
+    from image_size // patch_size).
+
+    Reproducibility: the masks of a batch depend only on (seed, epoch, batch position, rank), through
+    a fresh `torch.Generator` per batch (the global RNG is never used). In the main process
+    (num_workers=0) the batch position is a counter; in DataLoader worker w of W, its k-th batch is
+    global position ``start + k * W + w``, which is the position the DataLoader's round-robin gives
+    it (``start`` is the counter when the workers were created, i.e. after `set_epoch` or
+    `load_state_dict`). So masks do not depend on num_workers.
+
+    Caveats: with num_workers > 0 the main-process counter does not move (workers collate copies),
+    so a trainer resuming mid-epoch should restore ``counter`` to the number of batches it consumed
+    (``set_epoch(epoch, start_position=n)`` or `load_state_dict`). ``persistent_workers=True`` keeps
+    the workers' copies across epochs, so `set_epoch` cannot reach them: use the default
+    ``persistent_workers=False``. Iterable datasets that end unevenly across workers break the
+    round-robin assumption.
+    """
+
+    def __init__(self, config: CJEPAConfig, seed: int = 0, rank: int = 0) -> None:
+        config.validate_cjepa()
+        _check_int("seed", seed, minimum=-(1 << 63))
+        _check_int("rank", rank, minimum=0)
+        self.image_size = int(config.image_size)
+        self.grid_size = int(config.grid_size)
+        self.num_target_blocks = int(config.num_target_blocks)
+        self.target_scale = _as_pair("target_scale", config.target_scale)
+        self.target_aspect_ratio = _as_pair("target_aspect_ratio", config.target_aspect_ratio)
+        self.context_scale = _as_pair("context_scale", config.context_scale)
+        self.context_aspect_ratio = _as_pair("context_aspect_ratio", config.context_aspect_ratio)
+        self.min_keep = int(config.min_keep)
+        self.allow_target_overlap = bool(config.allow_target_overlap)
+        check_masking_params(
+            self.grid_size, self.num_target_blocks, self.target_scale, self.target_aspect_ratio,
+            self.context_scale, self.context_aspect_ratio, self.min_keep, self.allow_target_overlap,
+        )
+        self.seed = seed
+        self.rank = rank
+        self.epoch = 0
+        self._counter = 0  # next position in the main process; start position for workers
+        self._worker_calls = 0  # batches collated by this copy inside a worker
+
+    # ------------------------------------------------------------------ masks
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample_masks` with this collator's settings: ((B, Kc), (B, M, Kt)) long tensors."""
+        return sample_masks(
+            batch_size, generator,
+            grid_size=self.grid_size, num_target_blocks=self.num_target_blocks,
+            target_scale=self.target_scale, target_aspect_ratio=self.target_aspect_ratio,
+            context_scale=self.context_scale, context_aspect_ratio=self.context_aspect_ratio,
+            min_keep=self.min_keep, allow_target_overlap=self.allow_target_overlap,
+        )
+
+    def masks_for(
+        self, batch_position: int, batch_size: int, epoch: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masks the batch at `batch_position` of `epoch` (default: the current epoch) gets.
+        Pure: does not touch the counter."""
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(mask_seed(self.seed, epoch, batch_position, self.rank))
+        return self.sample(batch_size, generator)
+
+    def _next_position(self) -> int:
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            position = self._counter
+            self._counter += 1
+        else:
+            position = self._counter + self._worker_calls * info.num_workers + info.id
+            self._worker_calls += 1
+        return position
+
+    # ------------------------------------------------------------------ state
+    def set_epoch(self, epoch: int, start_position: int = 0) -> None:
+        """Start `epoch`; the next batch is at `start_position` (0 unless resuming mid-epoch)."""
+        _check_int("epoch", epoch, minimum=0)
+        _check_int("start_position", start_position, minimum=0)
+        self.epoch = epoch
+        self._counter = start_position
+        self._worker_calls = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "rank": self.rank, "counter": self._counter}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        missing = {"seed", "epoch", "rank", "counter"} - set(state)
+        if missing:
+            raise KeyError(f"MaskCollator state is missing {sorted(missing)}, got keys {sorted(state)}")
+        self.seed, self.rank = int(state["seed"]), int(state["rank"])
+        self.set_epoch(int(state["epoch"]), start_position=int(state["counter"]))
+
+    # ------------------------------------------------------------------ collate
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Collate examples {"pixel_values": (C, H, W) float, optional "label"/"labels": int,
+        optional "num_skipped": int} into
+        {"pixel_values": (B, C, H, W), "context_indices": (B, Kc) long, "target_indices": (B, M, Kt)
+        long, "labels": (B,) long if the examples have labels, "num_skipped": () long}."""
+        if not examples:
+            raise ValueError("MaskCollator needs at least one example, got an empty list")
+        pixel_values = torch.stack([torch.as_tensor(ex["pixel_values"]) for ex in examples])  # (B, C, H, W)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"pixel_values must be (C, {self.image_size}, {self.image_size}) per example to match "
+                f"image_size={self.image_size}, got {tuple(pixel_values.shape[1:])}"
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be a floating-point tensor (normalised images), got {pixel_values.dtype}")
+
+        batch_size = pixel_values.shape[0]
+        context_indices, target_indices = self.masks_for(self._next_position(), batch_size)
+        batch = {
+            "pixel_values": pixel_values,
+            "context_indices": context_indices,
+            "target_indices": target_indices,
+        }
+        label_keys = [("labels" if "labels" in ex else "label" if "label" in ex else None) for ex in examples]
+        if any(key is not None for key in label_keys):
+            if any(key is None for key in label_keys):
+                raise ValueError("either every example or none must have a 'label'/'labels' entry")
+            batch["labels"] = torch.tensor([int(ex[key]) for ex, key in zip(examples, label_keys)], dtype=torch.long)
+        batch["num_skipped"] = torch.tensor(sum(int(ex.get("num_skipped", 0)) for ex in examples), dtype=torch.long)
+        return batch
+
+
+__all__ = ["MaskCollator", "sample_masks", "block_size", "mask_seed", "check_masking_params", "DEFAULT_MAX_TRIES"]

@@ -1,0 +1,682 @@
+"""C-JEPA models: the ViT encoder, the predictor, the pretraining model and the classifier.
+
+Shapes: B batch, N patches, K kept (context) patches, M target blocks, T patches
+per target block, D encoder width, P predictor width, H heads.
+
+This file imports only `configuration_cjepa` and `losses` from the package, so a
+saved model folder that carries these three files loads with
+`trust_remote_code=True` where `cjepa_hf` is not installed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_cjepa import CJEPAConfig
+from .losses import gather_with_grad, jepa_loss, vicreg_block_loss, vicreg_context_loss
+
+# The files a saved folder needs for `trust_remote_code=True` loading, and the Auto map.
+REMOTE_CODE_FILES = ("configuration_cjepa.py", "modeling_cjepa.py", "losses.py")
+AUTO_MAP = {
+    "AutoConfig": "configuration_cjepa.CJEPAConfig",
+    "AutoModel": "modeling_cjepa.CJEPAModel",
+    "AutoModelForImageClassification": "modeling_cjepa.CJEPAForImageClassification",
+    "AutoModelForPreTraining": "modeling_cjepa.CJEPAForPreTraining",
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ============================================================================ position embeddings
+
+
+def sincos_1d(embed_dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """(L,) positions -> (L, embed_dim): [sin(pos * w), cos(pos * w)], w_i = 10000^(-i / (embed_dim/2))."""
+    omega = torch.arange(embed_dim // 2, dtype=torch.float64) / (embed_dim / 2.0)
+    omega = 1.0 / 10000**omega
+    angles = positions.double()[:, None] * omega[None]  # (L, embed_dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embeddings (1, grid*grid, embed_dim), row-major patches.
+
+    Same layout as the I-JEPA code: the first half of the channels encodes the column,
+    the second half the row."""
+    if embed_dim % 4 != 0:
+        raise ValueError(f"sin-cos position embeddings need a width divisible by 4, got {embed_dim}")
+    coords = torch.arange(grid_size)
+    rows = coords.repeat_interleave(grid_size)  # (N,)
+    cols = coords.repeat(grid_size)  # (N,)
+    emb = torch.cat([sincos_1d(embed_dim // 2, cols), sincos_1d(embed_dim // 2, rows)], dim=1)
+    return emb.float().unsqueeze(0)
+
+
+def gather_tokens(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """x (B, N, C), indices (B, ...) long -> (B, ..., C)."""
+    batch, channels = x.shape[0], x.shape[-1]
+    flat = indices.reshape(batch, -1)
+    out = x.gather(1, flat.unsqueeze(-1).expand(-1, -1, channels))
+    return out.reshape(*indices.shape, channels)
+
+
+# ============================================================================ building blocks
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention. q, k, v: (B, H, N, Dh) -> output (B, N, H, Dh), weights (B, H, N, N)."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class CJEPAPatchEmbeddings(nn.Module):
+    """(B, C, H, W) -> (B, N, D) with a strided convolution."""
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.num_channels = config.num_channels
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.num_channels}, height, width), got {tuple(pixel_values.shape)}"
+            )
+        height, width = pixel_values.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"image height and width must be multiples of patch_size={self.patch_size}, got {height}x{width}")
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class CJEPAEmbeddings(nn.Module):
+    """Patch embeddings plus fixed sin-cos positions (a saved, never-trained buffer)."""
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = CJEPAPatchEmbeddings(config)
+        self.register_buffer("position_embeddings", sincos_2d(config.hidden_size, config.grid_size), persistent=True)
+
+    def interpolate_pos_encoding(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """Bicubic resize of the (1, N, D) position embeddings to a grid_h x grid_w grid."""
+        pos = self.position_embeddings
+        side = int(math.isqrt(pos.shape[1]))
+        if (grid_h, grid_w) == (side, side):
+            return pos
+        pos = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos.float(), size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, -1).to(self.position_embeddings.dtype)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        embeddings = self.patch_embeddings(pixel_values.to(self.patch_embeddings.projection.weight.dtype))
+        grid_h = pixel_values.shape[-2] // self.config.patch_size
+        grid_w = pixel_values.shape[-1] // self.config.patch_size
+        return embeddings + self.interpolate_pos_encoding(grid_h, grid_w).to(embeddings.dtype)
+
+
+class CJEPADropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability `drop_prob`."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class CJEPAAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection, dispatched through
+    transformers' attention interface (`config._attn_implementation`)."""
+
+    def __init__(self, config: CJEPAConfig, hidden_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.attention_dropout = config.attention_dropout
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        output = self.proj(output.reshape(batch, length, width))  # (B, N, H, Dh) -> (B, N, D)
+        return output, (weights if output_attentions else None)
+
+
+class CJEPAMLP(nn.Module):
+    def __init__(self, config: CJEPAConfig, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(hidden_states)))
+
+
+class CJEPALayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(
+        self, config: CJEPAConfig, hidden_size: int, num_heads: int, intermediate_size: int, drop_path: float, layer_id: int
+    ) -> None:
+        super().__init__()
+        self.layer_id = layer_id  # 1-based depth, for I-JEPA's residual rescaling at init
+        self.norm1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attention = CJEPAAttention(config, hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = CJEPAMLP(config, hidden_size, intermediate_size)
+        self.drop_path = CJEPADropPath(drop_path)
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attention(self.norm1(hidden_states), output_attentions)
+        hidden_states = hidden_states + self.drop_path(attended)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return hidden_states, weights
+
+
+def _drop_path_rates(rate: float, depth: int) -> list[float]:
+    return [rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
+# ============================================================================ base class
+
+
+class CJEPAPreTrainedModel(PreTrainedModel):
+    config_class = CJEPAConfig
+    config: CJEPAConfig
+    base_model_prefix = "target_encoder"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CJEPAEmbeddings", "CJEPALayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # forward() takes no **kwargs: Trainer must divide the loss for gradient accumulation itself.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """I-JEPA initialisation: truncated normal (std initializer_range) for linear and
+        conv weights, zero biases, unit LayerNorm, residual projections of block l scaled
+        by 1/sqrt(2 l); sin-cos position buffers recomputed."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, CJEPALayer):
+            scale = 1.0 / math.sqrt(2.0 * module.layer_id)
+            init.copy_(module.attention.proj.weight, module.attention.proj.weight * scale)
+            init.copy_(module.mlp.fc2.weight, module.mlp.fc2.weight * scale)
+        elif isinstance(module, CJEPAEmbeddings):
+            init.copy_(module.position_embeddings, sincos_2d(self.config.hidden_size, self.config.grid_size))
+        elif isinstance(module, CJEPAPredictor):
+            init.copy_(
+                module.position_embeddings, sincos_2d(self.config.predictor_hidden_size, self.config.grid_size)
+            )
+            init.trunc_normal_(module.mask_token, mean=0.0, std=std)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        """Save as transformers does, plus what loading needs elsewhere: the Auto map and
+        source files for `trust_remote_code=True`, and a `preprocessor_config.json`
+        (resize + center crop + ImageNet mean/std, the training normalisation)."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        is_main = kwargs.get("is_main_process", True)
+        if not is_main:
+            return
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in REMOTE_CODE_FILES:
+            shutil.copyfile(os.path.join(here, name), os.path.join(save_directory, name))
+        if not os.path.exists(os.path.join(save_directory, "preprocessor_config.json")):
+            build_image_processor(self.config).save_pretrained(save_directory)
+
+
+def build_image_processor(config: CJEPAConfig, crop_pct: float = 0.875):
+    """The evaluation preprocessing as a transformers image processor: resize the shorter
+    side to image_size / crop_pct (bicubic), center-crop image_size, ImageNet mean/std."""
+    from transformers import BitImageProcessorPil
+    from transformers.image_utils import PILImageResampling
+
+    return BitImageProcessorPil(
+        do_resize=True,
+        size={"shortest_edge": int(round(config.image_size / crop_pct))},
+        resample=PILImageResampling.BICUBIC,
+        do_center_crop=True,
+        crop_size={"height": config.image_size, "width": config.image_size},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        do_convert_rgb=True,
+    )
+
+
+# ============================================================================ encoder
+
+
+class CJEPAModel(CJEPAPreTrainedModel):
+    """The ViT encoder (no CLS token). `pooler_output` is the mean over patch tokens.
+
+    Loaded from a `CJEPAForPreTraining` checkpoint it is the EMA target encoder, the
+    encoder the paper evaluates."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^context_encoder\.", r"^predictor\.", r"^projector\."]
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__(config)
+        self.embeddings = CJEPAEmbeddings(config)
+        rates = _drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
+        self.layers = nn.ModuleList(
+            CJEPALayer(config, config.hidden_size, config.num_attention_heads, config.intermediate_size, rates[i], i + 1)
+            for i in range(config.num_hidden_layers)
+        )
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        keep_indices: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        pixel_values: (B, C, H, W). Sizes other than the config's use interpolated positions.
+        keep_indices: (B, K) long, optional. Row-major patch indices to keep: the other
+            tokens are dropped before the first block (I-JEPA's context encoder).
+        Returns last_hidden_state (B, N or K, D), pooler_output (B, D) = mean over tokens,
+        hidden_states (embeddings + each block, before the final norm) and attentions when asked.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+
+        hidden_states = self.embeddings(pixel_values)  # (B, N, D)
+        if keep_indices is not None:
+            if keep_indices.dim() != 2 or keep_indices.shape[0] != hidden_states.shape[0]:
+                raise ValueError(f"keep_indices must have shape (batch, kept), got {tuple(keep_indices.shape)}")
+            hidden_states = gather_tokens(hidden_states, keep_indices)  # (B, K, D)
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, weights = layer(hidden_states, output_attentions)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        sequence_output = self.layernorm(hidden_states)
+        pooled = sequence_output.mean(dim=1)
+        if not return_dict:
+            return tuple(v for v in (sequence_output, pooled, all_hidden, all_attentions) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+
+
+# ============================================================================ predictor
+
+
+class CJEPAPredictor(nn.Module):
+    """Narrow ViT that predicts target-block features from the context tokens.
+
+    Context tokens are projected D -> P and given the predictor's own sin-cos
+    positions; every target block becomes its own sequence [context, mask tokens at
+    the block's positions], all B*M sequences run in one batched call, and the
+    outputs at the mask tokens are normed and projected P -> D."""
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__()
+        self.config = config
+        width = config.predictor_hidden_size
+        self.predictor_embed = nn.Linear(config.hidden_size, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.register_buffer("position_embeddings", sincos_2d(width, config.grid_size), persistent=True)
+        rates = _drop_path_rates(config.drop_path_rate, config.predictor_num_hidden_layers)
+        self.layers = nn.ModuleList(
+            CJEPALayer(
+                config, width, config.predictor_num_attention_heads, config.predictor_intermediate_size, rates[i], i + 1
+            )
+            for i in range(config.predictor_num_hidden_layers)
+        )
+        self.layernorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.predictor_proj = nn.Linear(width, config.hidden_size)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self, context_tokens: torch.Tensor, context_indices: torch.Tensor, target_indices: torch.Tensor
+    ) -> torch.Tensor:
+        """context_tokens (B, K, D), context_indices (B, K), target_indices (B, M, T) -> (B, M, T, D)."""
+        batch, kept, _ = context_tokens.shape
+        if context_indices.shape != (batch, kept):
+            raise ValueError(
+                f"context_indices must have shape {(batch, kept)} to match the context tokens, got {tuple(context_indices.shape)}"
+            )
+        if target_indices.dim() != 3 or target_indices.shape[0] != batch:
+            raise ValueError(f"target_indices must have shape (batch, blocks, patches), got {tuple(target_indices.shape)}")
+        num_blocks, per_block = target_indices.shape[1:]
+        positions = self.position_embeddings[0]  # (N, P)
+
+        context = self.predictor_embed(context_tokens) + positions[context_indices].to(context_tokens.dtype)  # (B, K, P)
+        context = context.unsqueeze(1).expand(-1, num_blocks, -1, -1)  # (B, M, K, P)
+        queries = self.mask_token.to(context.dtype) + positions[target_indices].to(context.dtype)  # (B, M, T, P)
+        hidden_states = torch.cat([context, queries], dim=2).flatten(0, 1)  # (B*M, K+T, P)
+        for layer in self.layers:
+            hidden_states, _ = layer(hidden_states)
+        hidden_states = self.layernorm(hidden_states[:, kept:])  # (B*M, T, P)
+        return self.predictor_proj(hidden_states).view(batch, num_blocks, per_block, -1)
+
+
+# ============================================================================ VICReg projector
+
+
+class CJEPABatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics can come from the batch gathered from all
+    processes (a SyncBatchNorm that also works on the CPU / gloo, gradients included)."""
+
+    def forward(self, x: torch.Tensor, gather_distributed: bool = False) -> torch.Tensor:
+        if not (self.training and gather_distributed):
+            return super().forward(x)
+        full = gather_with_grad(x)
+        mean = full.mean(dim=0)
+        var = full.var(dim=0, unbiased=False)
+        with torch.no_grad():
+            n = full.shape[0]
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            self.num_batches_tracked.add_(1)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+class CJEPAProjector(nn.Module):
+    """VICReg expander: (Linear, BatchNorm1d, ReLU) for each hidden size, then a final
+    Linear without bias (official VICReg layout). (N, D) -> (N, projector_dims[-1])."""
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__()
+        sizes = [config.hidden_size, *config.projector_dims]
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(len(sizes) - 1):
+            last = i == len(sizes) - 2
+            self.linears.append(nn.Linear(sizes[i], sizes[i + 1], bias=not last))
+            if not last:
+                self.norms.append(CJEPABatchNorm1d(sizes[i + 1]))
+
+    def forward(self, x: torch.Tensor, gather_distributed: bool = False) -> torch.Tensor:
+        for linear, norm in zip(self.linears, self.norms):
+            x = F.relu(norm(linear(x), gather_distributed))
+        return self.linears[-1](x)
+
+
+# ============================================================================ pretraining
+
+
+@dataclass
+class CJEPAPreTrainingOutput(ModelOutput):
+    r"""
+    loss: total, jepa_loss + vicreg_weight * vicreg_loss.
+    jepa_loss: regression of the predictions onto the layer-normed target features.
+    vicreg_loss: sim * invariance + std * variance + cov * covariance (None when vicreg_weight == 0).
+    vicreg_invariance, vicreg_variance, vicreg_covariance: the unweighted VICReg terms.
+    predictions: (B, M, T, D) predictor outputs at the target patches.
+    target_pooled_output: (B, D) mean-pooled target-encoder features of the full images
+        (what users get from `AutoModel`), for collapse monitoring.
+    """
+
+    loss: torch.Tensor | None = None
+    jepa_loss: torch.Tensor | None = None
+    vicreg_loss: torch.Tensor | None = None
+    vicreg_invariance: torch.Tensor | None = None
+    vicreg_variance: torch.Tensor | None = None
+    vicreg_covariance: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
+    target_pooled_output: torch.Tensor | None = None
+
+
+class CJEPAForPreTraining(CJEPAPreTrainedModel):
+    """Context encoder, EMA target encoder, predictor and (when vicreg_weight > 0) the
+    VICReg projector. The target encoder is a real copy, frozen, never in the optimizer;
+    `update_target_encoder(momentum)` does the EMA step."""
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__(config)
+        self.context_encoder = CJEPAModel(config)
+        self.target_encoder = CJEPAModel(config)
+        self.predictor = CJEPAPredictor(config)
+        self.projector = CJEPAProjector(config) if config.vicreg_weight > 0 else None
+        self.post_init()
+        self.target_encoder.load_state_dict(self.context_encoder.state_dict())
+        self.freeze_target_encoder()
+
+    # -- the target encoder stays frozen and in eval mode -------------------------------
+    def freeze_target_encoder(self) -> None:
+        self.target_encoder.requires_grad_(False)
+        self.target_encoder.eval()
+
+    def train(self, mode: bool = True) -> "CJEPAForPreTraining":
+        super().train(mode)
+        self.target_encoder.eval()
+        return self
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "CJEPAForPreTraining":
+        model = super().from_pretrained(*args, **kwargs)
+        model.freeze_target_encoder()  # loading re-creates parameters with requires_grad=True
+        return model
+
+    @torch.no_grad()
+    def update_target_encoder(self, momentum: float) -> None:
+        """target = momentum * target + (1 - momentum) * context, fused over all parameters."""
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+        target = list(self.target_encoder.parameters())
+        context = list(self.context_encoder.parameters())
+        torch._foreach_lerp_(target, context, 1.0 - momentum)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        context_indices: torch.Tensor,
+        target_indices: torch.Tensor,
+        gather_distributed: bool = False,
+        return_dict: bool | None = None,
+    ) -> CJEPAPreTrainingOutput | tuple:
+        r"""
+        pixel_values: (B, C, H, W). context_indices: (B, K) long. target_indices: (B, M, T) long.
+        gather_distributed: compute the VICReg variance/covariance (and the projector's
+            BatchNorm statistics) on the batch gathered from all processes.
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        if target_indices.dim() != 3:
+            raise ValueError(f"target_indices must have shape (batch, blocks, patches), got {tuple(target_indices.shape)}")
+
+        with torch.no_grad():
+            target_hidden = self.target_encoder(pixel_values).last_hidden_state  # (B, N, D)
+            target_pooled = target_hidden.mean(dim=1)
+            target_hidden = F.layer_norm(target_hidden, target_hidden.shape[-1:])
+            targets = gather_tokens(target_hidden, target_indices)  # (B, M, T, D)
+
+        context = self.context_encoder(pixel_values, keep_indices=context_indices).last_hidden_state  # (B, K, D)
+        predictions = self.predictor(context, context_indices, target_indices)  # (B, M, T, D)
+        jepa = jepa_loss(predictions, targets, config.jepa_loss, config.smooth_l1_beta)
+
+        loss, vicreg = jepa, None
+        if self.projector is not None:
+            coeffs = dict(
+                sim_coeff=config.vicreg_sim_coeff,
+                std_coeff=config.vicreg_std_coeff,
+                cov_coeff=config.vicreg_cov_coeff,
+                eps=config.vicreg_eps,
+                gather_distributed=gather_distributed,
+            )
+            if config.vicreg_source == "predictor":
+                block_means = predictions.mean(dim=2)  # (B, M, D)
+                z = self.projector(block_means.flatten(0, 1), gather_distributed).view(*block_means.shape[:2], -1)
+                vicreg = vicreg_block_loss(z.float(), **coeffs)
+            else:  # "context": the context view against each target block's mean target feature
+                batch, blocks = target_indices.shape[:2]
+                views = torch.cat([context.mean(dim=1, keepdim=True), targets.mean(dim=2).to(context.dtype)], dim=1)
+                z = self.projector(views.flatten(0, 1), gather_distributed).view(batch, blocks + 1, -1).float()
+                vicreg = vicreg_context_loss(z[:, 0], z[:, 1:], **coeffs)
+            loss = jepa + config.vicreg_weight * vicreg["loss"]
+
+        output = CJEPAPreTrainingOutput(
+            loss=loss,
+            jepa_loss=jepa,
+            vicreg_loss=vicreg["loss"] if vicreg else None,
+            vicreg_invariance=vicreg["invariance"] if vicreg else None,
+            vicreg_variance=vicreg["variance"] if vicreg else None,
+            vicreg_covariance=vicreg["covariance"] if vicreg else None,
+            predictions=predictions,
+            target_pooled_output=target_pooled,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+# ============================================================================ classification
+
+
+class CJEPAForImageClassification(CJEPAPreTrainedModel):
+    """Mean-pooled encoder features and a linear head. Loaded from a pretraining
+    checkpoint, the backbone starts from the target encoder."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^context_encoder\.", r"^predictor\.", r"^projector\."]
+
+    def __init__(self, config: CJEPAConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.target_encoder = CJEPAModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ImageClassifierOutput | tuple:
+        r"""pixel_values (B, C, H, W); labels (B,) class ids (or (B, L) floats for
+        multi-label / regression, following `config.problem_type`). Returns logits (B, L)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.target_encoder(
+            pixel_values, output_hidden_states=output_hidden_states, output_attentions=output_attentions, return_dict=True
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self._classification_loss(logits, labels.to(logits.device))
+        if not return_dict:
+            out = (logits, outputs.hidden_states, outputs.attentions)
+            return ((loss,) + out) if loss is not None else out
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def _classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+            self.config.problem_type = problem_type
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1), labels.float().squeeze(-1))
+        if problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+__all__ = [
+    "CJEPAForImageClassification",
+    "CJEPAForPreTraining",
+    "CJEPAModel",
+    "CJEPAPreTrainedModel",
+    "CJEPAPreTrainingOutput",
+    "CJEPAPredictor",
+    "CJEPAProjector",
+    "build_image_processor",
+    "gather_tokens",
+    "sincos_2d",
+]
