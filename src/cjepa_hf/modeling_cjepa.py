@@ -541,12 +541,20 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         return model
 
     @torch.no_grad()
-    def update_target_encoder(self, momentum: float) -> None:
-        """target = momentum * target + (1 - momentum) * context, fused over all parameters."""
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
+    def update_target_encoder(self, momentum: float | torch.Tensor) -> None:
+        """target = momentum * target + (1 - momentum) * context, fused over all parameters.
+
+        `momentum` may be a 0-dim tensor on the parameters' device (the trainer passes 1.0 to
+        skip a step after a non-finite loss without a host sync)."""
         target = list(self.target_encoder.parameters())
         context = list(self.context_encoder.parameters())
+        if isinstance(momentum, torch.Tensor):
+            delta = torch._foreach_sub(context, target)
+            torch._foreach_mul_(delta, 1.0 - momentum)
+            torch._foreach_add_(target, delta)
+            return
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
         torch._foreach_lerp_(target, context, 1.0 - momentum)
 
     def forward(

@@ -1,0 +1,461 @@
+"""`CJEPATrainer`: transformers' Trainer with the C-JEPA objective, EMA and the paper's schedules.
+
+Per optimizer step (PAPER.md section 4):
+  - LR: linear warmup warmup_start_lr -> learning_rate over warmup_steps, then cosine to final_lr;
+  - weight decay: weight_decay -> final_weight_decay (cosine as the I-JEPA code, or linear as
+    the paper says), never on biases, 1-D parameters (norms), the mask token;
+  - EMA of the target encoder after the optimizer step: momentum ema_momentum -> final_ema_momentum
+    linearly over the run.
+Every schedule is a pure function of the global step, so resuming is exact by construction.
+
+A non-finite loss skips the update and the EMA step without a host sync (fused AdamW's
+`found_inf`), is counted and logged; `max_consecutive_nonfinite` of them in a row stop training
+with an error instead of writing NaN weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .losses import effective_rank, feature_std
+from .modeling_cjepa import CJEPAForPreTraining
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_DECAY_SCHEDULES = ("cosine", "linear")
+
+# ============================================================================ schedules (pure functions)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, start_lr: float, peak_lr: float, final_lr: float) -> float:
+    """Linear warmup start_lr -> peak_lr over warmup_steps, then cosine peak_lr -> final_lr at total_steps."""
+    if step < warmup_steps:
+        return start_lr + (peak_lr - start_lr) * step / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def weight_decay_at(step: int, total_steps: int, start: float, final: float, schedule: str = "cosine") -> float:
+    """start -> final over the run: cosine ramp (I-JEPA code) or linear (the paper's text)."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    if schedule == "cosine":
+        return final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return start + (final - start) * progress
+    raise ValueError(f"schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got {schedule!r}")
+
+
+def momentum_at(step: int, total_steps: int, start: float = 0.996, final: float = 1.0) -> float:
+    """EMA momentum rising linearly start -> final over the run."""
+    return start + (final - start) * min(step / max(total_steps, 1), 1.0)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: with weight decay (matrices, conv kernels) and without
+    (biases, norms and other 1-D tensors, the mask token). The frozen target encoder is excluded."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad or name.startswith("target_encoder."):
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or "mask_token" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "apply_weight_decay": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_weight_decay": False},
+    ]
+
+
+# ============================================================================ arguments
+
+
+@dataclass
+class CJEPATrainingArguments(TrainingArguments):
+    """TrainingArguments with the C-JEPA recipe. `learning_rate` is the peak LR and
+    `weight_decay` the starting weight decay; `warmup_steps` (an int, or a float < 1 for a
+    fraction of the run) is the length of the linear warmup."""
+
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (after warmup)."})
+    warmup_start_lr: float = field(default=1e-4, metadata={"help": "Learning rate at step 0 of the warmup."})
+    final_lr: float = field(default=1e-6, metadata={"help": "Learning rate at the end of the cosine decay."})
+    weight_decay: float = field(default=0.04, metadata={"help": "Weight decay at step 0."})
+    final_weight_decay: float = field(default=0.4, metadata={"help": "Weight decay at the last step."})
+    weight_decay_schedule: str = field(default="cosine", metadata={"help": "cosine (I-JEPA code) or linear (paper)."})
+    ema_momentum: float = field(default=0.996, metadata={"help": "EMA momentum of the target encoder at step 0."})
+    final_ema_momentum: float = field(default=1.0, metadata={"help": "EMA momentum at the last step."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping (0: off, as in I-JEPA)."})
+    max_consecutive_nonfinite: int = field(
+        default=10, metadata={"help": "Stop after this many consecutive non-finite losses (each one skips its step)."}
+    )
+    collapse_monitor: bool = field(
+        default=True, metadata={"help": "Log feature std and effective rank of the target features at logging steps."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collated mask tensors."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight_decay_schedule not in WEIGHT_DECAY_SCHEDULES:
+            raise ValueError(
+                f"weight_decay_schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got {self.weight_decay_schedule!r}"
+            )
+        for name in ("ema_momentum", "final_ema_momentum"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        for name in ("warmup_start_lr", "final_lr", "final_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_consecutive_nonfinite < 1:
+            raise ValueError(f"max_consecutive_nonfinite must be >= 1, got {self.max_consecutive_nonfinite!r}")
+
+
+# ============================================================================ checkpoint validation
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint folder with missing or truncated files."""
+
+
+def _check_safetensors(path: str) -> None:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptCheckpointError(f"{path} is truncated ({size} bytes)")
+        header_len = struct.unpack("<Q", head)[0]
+        if 8 + header_len > size:
+            raise CorruptCheckpointError(f"{path} is truncated: header of {header_len} bytes but file has {size}")
+        try:
+            header = json.loads(f.read(header_len))
+        except ValueError as error:
+            raise CorruptCheckpointError(f"{path} has an unreadable header: {error}") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise CorruptCheckpointError(f"{path} is truncated: expected {8 + header_len + end} bytes, found {size}")
+
+
+def validate_checkpoint(folder: str) -> None:
+    """Raise `CorruptCheckpointError` naming what is missing or truncated in a Trainer checkpoint:
+    the model weights (safetensors, sizes checked against their header), optimizer and scheduler
+    state (zip archives checked for integrity), trainer_state.json, and the mask collator state."""
+    if not os.path.isdir(folder):
+        raise CorruptCheckpointError(f"checkpoint {folder!r} does not exist")
+    weights = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+    if not weights:
+        raise CorruptCheckpointError(f"checkpoint {folder!r} has no *.safetensors weights")
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            needed = set(json.load(f)["weight_map"].values())
+        missing = sorted(needed - set(weights))
+        if missing:
+            raise CorruptCheckpointError(f"checkpoint {folder!r} lacks weight shards {missing}")
+    for name in weights:
+        _check_safetensors(os.path.join(folder, name))
+    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "config.json", "cjepa_state.json"):
+        if not os.path.exists(os.path.join(folder, name)):
+            raise CorruptCheckpointError(f"checkpoint {folder!r} lacks {name}")
+    for name in ("optimizer.pt", "scheduler.pt"):
+        path = os.path.join(folder, name)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as error:
+            raise CorruptCheckpointError(f"{path} is not a complete torch archive: {error}") from None
+        if bad is not None:
+            raise CorruptCheckpointError(f"{path} has a corrupt member {bad!r}")
+    for name in ("trainer_state.json", "config.json", "cjepa_state.json"):
+        try:
+            with open(os.path.join(folder, name)) as f:
+                json.load(f)
+        except ValueError as error:
+            raise CorruptCheckpointError(f"{os.path.join(folder, name)} is not valid JSON: {error}") from None
+
+
+def latest_valid_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder in output_dir that passes `validate_checkpoint`;
+    corrupt ones are skipped with a warning naming the problem."""
+    if not os.path.isdir(output_dir):
+        return None
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = sorted(
+        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := pattern.match(name))), reverse=True
+    )
+    for _, name in found:
+        folder = os.path.join(output_dir, name)
+        try:
+            validate_checkpoint(folder)
+        except CorruptCheckpointError as error:
+            logger.warning("skipping checkpoint %s: %s", folder, error)
+            continue
+        return folder
+    return None
+
+
+# ============================================================================ callback
+
+
+class _CJEPACallback(TrainerCallback):
+    """Schedules, the EMA step and the non-finite guard, at the right points of Trainer's loop."""
+
+    def __init__(self, trainer: "CJEPATrainer") -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer._begin_epoch()
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        trainer = self.trainer
+        step, total = state.global_step, state.max_steps
+        wd = weight_decay_at(step, total, args.weight_decay, args.final_weight_decay, args.weight_decay_schedule)
+        inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+        for group in inner.param_groups:
+            if group.get("apply_weight_decay"):
+                group["weight_decay"] = wd
+        trainer._current = {"weight_decay": wd, "ema_momentum": momentum_at(step, total, args.ema_momentum, args.final_ema_momentum)}
+        # One flag for all processes: a NaN on any rank poisons the all-reduced gradients everywhere.
+        nonfinite = trainer._step_nonfinite
+        if trainer.accelerator.num_processes > 1:
+            nonfinite = trainer.accelerator.reduce(nonfinite, reduction="sum").clamp_(max=1.0)
+        trainer._skip_flag = nonfinite
+        if inner.defaults.get("fused"):
+            inner.found_inf = nonfinite  # fused AdamW skips the whole update, no host sync
+        elif nonfinite.item():
+            inner.zero_grad(set_to_none=True)  # parameters without gradients are not updated
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        skip = trainer._skip_flag
+        # momentum 1 when the update was skipped: no EMA step either, without a host sync
+        momentum = 1.0 - (1.0 - skip) * (1.0 - trainer._current["ema_momentum"])
+        model.update_target_encoder(momentum)
+        trainer._nonfinite_total += skip
+        trainer._consecutive_nonfinite = (trainer._consecutive_nonfinite + skip) * skip
+        trainer._step_nonfinite = torch.zeros_like(trainer._step_nonfinite)
+        inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+        if hasattr(inner, "found_inf"):
+            del inner.found_inf
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        # On the CPU this check costs nothing; on an accelerator only at logging steps (a host sync).
+        if trainer._consecutive_nonfinite.device.type == "cpu" or control.should_log:
+            trainer._check_nonfinite()
+
+
+# ============================================================================ trainer
+
+
+class CJEPATrainer(Trainer):
+    """Trainer for `CJEPAForPreTraining` on batches from `cjepa_hf.masking.MaskCollator`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.accelerator.unwrap_model(self.model), CJEPAForPreTraining):
+            raise TypeError(f"CJEPATrainer trains CJEPAForPreTraining, got {type(self.model).__name__}")
+        if not isinstance(self.args, CJEPATrainingArguments):
+            raise TypeError(f"CJEPATrainer needs CJEPATrainingArguments, got {type(self.args).__name__}")
+        device = self.args.device
+        self._step_nonfinite = torch.zeros((), device=device)
+        self._skip_flag = torch.zeros((), device=device)
+        self._nonfinite_total = torch.zeros((), device=device)
+        self._consecutive_nonfinite = torch.zeros((), device=device)
+        self._skipped_records = torch.zeros((), dtype=torch.long, device=device)
+        self._metric_sums: dict[str, torch.Tensor] = {}
+        self._metric_count = 0
+        self._last_target_features: torch.Tensor | None = None
+        self._current: dict[str, float] = {}
+        self._epoch = 0
+        self._start_position = 0
+        self.add_callback(_CJEPACallback(self))
+
+    # ---------------------------------------------------------------- optimizer and schedule
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            model = model if model is not None else self.model
+            groups = param_groups(self.accelerator.unwrap_model(model), self.args.weight_decay)
+            kwargs = dict(lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon)
+            try:
+                self.optimizer = torch.optim.AdamW(groups, fused=True, **kwargs)
+            except (RuntimeError, TypeError):  # devices without a fused kernel
+                self.optimizer = torch.optim.AdamW(groups, foreach=True, **kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            args = self.args
+            warmup = args.get_warmup_steps(num_training_steps)
+            peak = args.learning_rate
+
+            def factor(step: int) -> float:
+                return lr_at(step, num_training_steps, warmup, args.warmup_start_lr, peak, args.final_lr) / peak
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        return self.lr_scheduler
+
+    # ---------------------------------------------------------------- data
+    def get_train_dataloader(self) -> DataLoader:
+        """Iterable (streaming) datasets come already split per process by `cjepa_hf.data`
+        (`split_dataset_by_node`); they get a plain DataLoader so that Accelerate neither
+        re-shards them nor makes rank 0 decode for everybody. Map-style datasets go
+        through Trainer's own sampler and Accelerate."""
+        dataset = self.train_dataset
+        if not isinstance(dataset, IterableDataset) and not _is_datasets_iterable(dataset):
+            return super().get_train_dataloader()
+        args = self.args
+        return DataLoader(
+            dataset,
+            batch_size=args.per_device_train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
+            drop_last=True,  # equal batches on every process: the VICReg all-gather needs them
+            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
+            persistent_workers=False,  # workers must see the collator's epoch each epoch
+        )
+
+    def _begin_epoch(self) -> None:
+        """Tell the dataset and the mask collator which epoch starts (before workers are created)."""
+        epoch, position = self._epoch, self._start_position
+        for obj in (self.train_dataset, self.data_collator):
+            if obj is self.data_collator and hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch, start_position=position)
+            elif hasattr(obj, "set_epoch") and _is_iterable(obj):
+                obj.set_epoch(epoch)
+        self._epoch, self._start_position = epoch + 1, 0
+
+    def _resume_position(self, global_step: int) -> None:
+        """Where the data and the masks stand after `global_step` optimizer steps. Iterable
+        datasets are replayed from the start of the epoch by Trainer (the collator sees every
+        skipped batch, so it starts at 0); map-style ones skip batches in the sampler, so the
+        collator starts at the number of skipped batches."""
+        if _is_iterable(self.train_dataset):
+            self._epoch, self._start_position = 0, 0
+            return
+        steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
+        self._epoch = global_step // steps_per_epoch
+        self._start_position = (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
+            found = latest_valid_checkpoint(self.args.output_dir)
+            if found is None:
+                raise CorruptCheckpointError(f"no valid checkpoint to resume from in {self.args.output_dir!r}")
+            resume_from_checkpoint = found
+        if resume_from_checkpoint:
+            validate_checkpoint(resume_from_checkpoint)
+            with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
+                self._resume_position(json.load(f)["global_step"])
+            with open(os.path.join(resume_from_checkpoint, "cjepa_state.json")) as f:
+                saved = json.load(f)
+            self._nonfinite_total.fill_(saved.get("nonfinite_steps", 0))
+            self._skipped_records.fill_(saved.get("skipped_records", 0))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    # ---------------------------------------------------------------- the loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        skipped = inputs.pop("num_skipped", None)
+        inputs.pop("labels", None)
+        if skipped is not None and model.training:
+            self._skipped_records += skipped.to(self._skipped_records.device)
+        outputs = model(
+            pixel_values=inputs["pixel_values"],
+            context_indices=inputs["context_indices"],
+            target_indices=inputs["target_indices"],
+            gather_distributed=self.accelerator.num_processes > 1,
+        )
+        loss = outputs.loss
+        if model.training:
+            self._step_nonfinite = torch.maximum(self._step_nonfinite, (~torch.isfinite(loss.detach())).float())
+            for key in ("jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"):
+                value = getattr(outputs, key)
+                if value is not None:
+                    self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value.detach().float()
+            self._metric_count += 1
+            self._last_target_features = outputs.target_pooled_output.detach()
+        return (loss, outputs) if return_outputs else loss
+
+    # ---------------------------------------------------------------- logging
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._metric_count:  # a training log: add our figures
+            for key, total in self._metric_sums.items():
+                value = total / self._metric_count
+                if self.accelerator.num_processes > 1:
+                    value = self.accelerator.reduce(value.reshape(1), reduction="mean")[0]
+                logs[key] = value.item()
+            self._metric_sums, self._metric_count = {}, 0
+            logs.update({k: float(v) for k, v in self._current.items()})
+            skipped = self._skipped_records
+            if self.accelerator.num_processes > 1:
+                skipped = self.accelerator.reduce(skipped.reshape(1).clone(), reduction="sum")[0]
+            logs["skipped_records"] = int(skipped.item())
+            logs["nonfinite_steps"] = int(self._nonfinite_total.item())
+            if self.args.collapse_monitor and self._last_target_features is not None:
+                features = self._last_target_features
+                if self.accelerator.num_processes > 1:
+                    features = self.accelerator.gather(features)
+                logs["target_feature_std"] = feature_std(features).item()
+                logs["target_effective_rank"] = effective_rank(features).item()
+        super().log(logs, start_time)
+
+    def _check_nonfinite(self) -> None:
+        consecutive = int(self._consecutive_nonfinite.item())
+        if consecutive >= self.args.max_consecutive_nonfinite:
+            raise FloatingPointError(
+                f"{consecutive} consecutive non-finite losses (max_consecutive_nonfinite="
+                f"{self.args.max_consecutive_nonfinite}) at step {self.state.global_step}: their updates were "
+                "skipped and no NaN weights were written; lower the learning rate or check the data"
+            )
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            state = {
+                "nonfinite_steps": int(self._nonfinite_total.item()),
+                "skipped_records": int(self._skipped_records.item()),
+            }
+            with open(os.path.join(folder, "cjepa_state.json"), "w") as f:
+                json.dump(state, f, indent=2)
+
+
+def _is_datasets_iterable(dataset: Any) -> bool:
+    try:
+        from datasets import IterableDataset as HFIterableDataset
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(dataset, HFIterableDataset)
+
+
+def _is_iterable(dataset: Any) -> bool:
+    return isinstance(dataset, IterableDataset) or _is_datasets_iterable(dataset)
+
+
+__all__ = [
+    "CJEPATrainer",
+    "CJEPATrainingArguments",
+    "CorruptCheckpointError",
+    "latest_valid_checkpoint",
+    "lr_at",
+    "momentum_at",
+    "param_groups",
+    "validate_checkpoint",
+    "weight_decay_at",
+]
