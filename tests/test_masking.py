@@ -159,15 +159,27 @@ def test_full_grid_context_is_possible():
         assert torch.equal(context[0], (~covered).nonzero().squeeze(1))
 
 
-def test_non_overlapping_targets():
-    collator = MaskCollator(CJEPAConfig(allow_target_overlap=False, target_scale=(0.1, 0.15)))
-    for position in range(10):
+@pytest.mark.parametrize(
+    "overrides, batches",
+    [
+        (dict(target_scale=(0.1, 0.15)), 10),
+        # Up to 6 x 6 blocks: 144 of 196 patches, close to the packing limit (random sequential
+        # placement jams in ~3 draws out of 4 and is redrawn).
+        (dict(target_aspect_ratio=(1.0, 1.0)), 3),
+    ],
+)
+def test_non_overlapping_targets(overrides, batches):
+    collator = MaskCollator(CJEPAConfig(allow_target_overlap=False, **overrides))
+    for position in range(batches):
         context, targets = collator.masks_for(position, 256)
         b, m, kt = targets.shape
         counts = torch.zeros(b, N, dtype=torch.long).scatter_add_(
             1, targets.view(b, -1), torch.ones(b, m * kt, dtype=torch.long)
         )
         assert int(counts.max()) == 1
+
+
+def test_overlapping_targets_by_default():
     # With overlap allowed (the default), blocks do overlap.
     context, targets = MaskCollator(CJEPAConfig(target_scale=(0.1, 0.15))).masks_for(0, 256)
     b, m, kt = targets.shape
@@ -306,6 +318,9 @@ def test_unattainable_min_keep_is_rejected_up_front():
         MaskCollator(CJEPAConfig(context_scale=(0.05, 0.05), min_keep=20))
     with pytest.raises(ValueError, match="num_target_blocks=8 non-overlapping"):
         MaskCollator(CJEPAConfig(num_target_blocks=8, allow_target_overlap=False))
+    # 8 x 5 (scale 0.2, aspect 1.5) fits at most once per 8 rows and twice per 14 columns: 2 < 4.
+    with pytest.raises(ValueError, match=r"num_target_blocks=4 non-overlapping.*\(8, 5\)"):
+        MaskCollator(CJEPAConfig(allow_target_overlap=False))
 
 
 def test_improbable_min_keep_raises_runtime_error_with_the_config():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Any, Sequence
 
 import torch
@@ -70,16 +71,15 @@ def _lerp(bounds: tuple[float, float], u: float) -> float:
     return bounds[0] + u * (bounds[1] - bounds[0])
 
 
-def _area_range(scale: tuple[float, float], aspect: tuple[float, float], grid_size: int) -> tuple[int, int]:
-    """(min, max) block area over the scale x aspect range, evaluated on a 65 x 65 lattice that
-    includes the corners (the area is monotone in the scale and nearly so in the aspect)."""
-    areas = [
-        h * w
-        for i in range(65)
-        for j in range(65)
-        for h, w in [block_size(_lerp(scale, i / 64), _lerp(aspect, j / 64), grid_size)]
-    ]
-    return min(areas), max(areas)
+def _block_sizes(scale: tuple[float, float], aspect: tuple[float, float], grid_size: int) -> set[tuple[int, int]]:
+    """The (h, w) that `block_size` gives over the scale x aspect range, on a 257 x 257 lattice
+    that includes the corners (fine enough that no size region of a grid <= 64 is missed in practice)."""
+    u = torch.linspace(0.0, 1.0, 257, dtype=torch.float64)
+    s = (scale[0] + u * (scale[1] - scale[0])).view(-1, 1) * grid_size * grid_size
+    a = (aspect[0] + u * (aspect[1] - aspect[0])).view(1, -1)
+    h = torch.sqrt(s * a).round().clamp(1, grid_size).long()
+    w = torch.sqrt(s / a).round().clamp(1, grid_size).long()
+    return set(zip(h.view(-1).tolist(), w.view(-1).tolist()))
 
 
 def _as_pair(name: str, value: Any) -> tuple[float, float]:
@@ -102,7 +102,7 @@ def _check_pair(name: str, value: Any, *, upper: float | None) -> tuple[float, f
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
@@ -121,11 +121,10 @@ def check_masking_params(
 
     Necessary conditions checked: the context block can hold `min_keep` patches; the grid minus one
     target block can (a context cannot keep patches that a target covers); with
-    ``allow_target_overlap=False`` the M targets fit side by side by area. Settings that pass but
-    are merely unlikely to succeed fail later, in `sample_masks`, with a `RuntimeError`: e.g.
-    non-overlapping targets near the packing limit (4 blocks of 6x6 on 14x14 place in only ~1 draw
-    out of 4; the default target_scale (0.15, 0.2) can reach 7x6, which random corners almost never
-    pack), so with ``allow_target_overlap=False`` keep the targets well under the grid."""
+    ``allow_target_overlap=False`` every block size the ranges can give packs M times into the grid
+    (by the exact bound floor(G/h) * floor(G/w)). Settings that pass but are merely unlikely to
+    succeed fail later, in `sample_masks`, with a `RuntimeError`: e.g. non-overlapping targets close
+    to the packing limit (4 blocks of 7x6 on 14x14 place in ~4% of random draws)."""
     pairs = [
         _as_pair(name, value)
         for name, value in (
@@ -157,8 +156,9 @@ def _check_masking_params(
     n = grid_size * grid_size
     if min_keep > n:
         raise ValueError(f"min_keep must be at most the number of patches ({n} on a {grid_size}x{grid_size} grid), got {min_keep}")
-    t_min, _ = _area_range(target_scale, target_aspect_ratio, grid_size)
-    _, c_max = _area_range(context_scale, context_aspect_ratio, grid_size)
+    target_sizes = _block_sizes(target_scale, target_aspect_ratio, grid_size)
+    t_min = min(h * w for h, w in target_sizes)
+    c_max = max(h * w for h, w in _block_sizes(context_scale, context_aspect_ratio, grid_size))
     if c_max < min_keep:
         raise ValueError(
             f"min_keep={min_keep} cannot be met: the largest context block for context_scale={context_scale} "
@@ -172,6 +172,19 @@ def _check_masking_params(
             f"{n} patches ({grid_size}x{grid_size} grid); lower num_target_blocks or target_scale, or set "
             "allow_target_overlap=True"
         )
+    if not allow_target_overlap:
+        # Every h x w block contains exactly one cell (row = -1 mod h, col = -1 mod w), so at most
+        # floor(G/h) * floor(G/w) disjoint blocks fit: a size beyond that would fail mid-training.
+        jammed = sorted(
+            (h, w) for h, w in target_sizes if (grid_size // h) * (grid_size // w) < num_target_blocks
+        )
+        if jammed:
+            raise ValueError(
+                f"num_target_blocks={num_target_blocks} non-overlapping target blocks cannot fit on a "
+                f"{grid_size}x{grid_size} grid for the block sizes {jammed} (h x w) that target_scale="
+                f"{target_scale} and target_aspect_ratio={target_aspect_ratio} can give; lower "
+                "num_target_blocks or target_scale, narrow target_aspect_ratio, or set allow_target_overlap=True"
+            )
     covered = num_target_blocks * t_min if not allow_target_overlap else t_min
     if n - covered < min_keep:
         raise ValueError(
@@ -216,6 +229,20 @@ def _disjoint_corners(
         corners[:, k] = (pick // nc) * grid_size + pick % nc
         occupied.view(n, -1).scatter_(1, corners[:, k : k + 1] + offsets, 1)
     return corners, ok
+
+
+def _place_disjoint(
+    n: int, m: int, h: int, w: int, grid_size: int, offsets: torch.Tensor, generator: torch.Generator, max_tries: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_disjoint_corners` with up to `max_tries` redraws of the rows that jammed (random sequential
+    placement jams often near the packing limit: 4 blocks of 7x5 on 14x14 place in ~8% of draws)."""
+    corners, placed = _disjoint_corners(n, m, h, w, grid_size, offsets, generator)
+    for _ in range(max_tries - 1):
+        todo = (~placed).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        corners[todo], placed[todo] = _disjoint_corners(todo.numel(), m, h, w, grid_size, offsets, generator)
+    return corners, placed
 
 
 def sample_masks(
@@ -272,7 +299,7 @@ def sample_masks(
             t_corner = _overlapping_corners(k, m, th, tw, g, generator)
             placed = None
         else:
-            t_corner, placed = _disjoint_corners(k, m, th, tw, g, t_off, generator)
+            t_corner, placed = _place_disjoint(k, m, th, tw, g, t_off, generator, max_tries)
         tgt = t_corner.unsqueeze(-1) + t_off  # (k, M, Kt)
         c_corner = (
             torch.randint(0, g - ch + 1, (k, 1), generator=generator) * g
@@ -352,8 +379,8 @@ class MaskCollator:
             self.grid_size, self.num_target_blocks, self.target_scale, self.target_aspect_ratio,
             self.context_scale, self.context_aspect_ratio, self.min_keep, self.allow_target_overlap,
         )
-        self.seed = seed
-        self.rank = rank
+        self.seed = int(seed)
+        self.rank = int(rank)
         self.epoch = 0
         self._counter = 0  # next position in the main process; start position for workers
         self._worker_calls = 0  # batches collated by this copy inside a worker
