@@ -410,8 +410,11 @@ class CJEPATrainer(Trainer):
                 features = self._last_target_features
                 if self.accelerator.num_processes > 1:
                     features = self.accelerator.gather(features)
-                logs["target_feature_std"] = feature_std(features).item()
-                logs["target_effective_rank"] = effective_rank(features).item()
+                if torch.isfinite(features).all():
+                    logs["target_feature_std"] = feature_std(features).item()
+                    logs["target_effective_rank"] = effective_rank(features).item()
+                else:  # the batch of a skipped non-finite step
+                    logs["target_feature_std"] = logs["target_effective_rank"] = float("nan")
         super().log(logs, start_time)
 
     def _check_nonfinite(self) -> None:

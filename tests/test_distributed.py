@@ -1,0 +1,41 @@
+"""Two real CPU processes through `accelerate launch` (gloo), see tests/helpers/ddp_check.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope="module")
+def ddp_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "29517", os.path.join(HERE, "helpers", "ddp_check.py"), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads((out / "result.json").read_text())
+
+
+def test_two_processes_equal_one_process_on_the_concatenated_batch(ddp_result):
+    r = ddp_result["gradients"]
+    # variance and covariance see the gathered batch; the mean over ranks of the local terms
+    # (jepa, invariance) equals the global value
+    for key in ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"):
+        assert r[key] == pytest.approx(r["ref_" + key], abs=1e-5), key
+    assert r["same_grad_keys"]
+    assert r["max_grad"] > 1e-3  # the comparison is not between zeros
+    assert r["max_grad_diff"] < 1e-5
+
+
+def test_trainer_on_two_processes_keeps_ranks_identical(ddp_result):
+    r = ddp_result["trainer"]
+    assert r["world_size"] == 2 and r["ddp_wrapped"] == "DistributedDataParallel"
+    assert r["rank_weight_max_diff"] == 0.0
+    assert r["ema_moved"]
+    assert len(r["logged"]) == 2 and all(l["vicreg_variance"] > 0 for l in r["logged"])

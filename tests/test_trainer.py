@@ -1,0 +1,220 @@
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
+from cjepa_hf.masking import MaskCollator
+from cjepa_hf.trainer import (
+    CJEPATrainer,
+    CJEPATrainingArguments,
+    CorruptCheckpointError,
+    latest_valid_checkpoint,
+    lr_at,
+    momentum_at,
+    param_groups,
+    validate_checkpoint,
+    weight_decay_at,
+)
+
+from conftest import TINY
+
+HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_tiny.py")
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def test_lr_schedule_at_chosen_steps():
+    kw = dict(total_steps=100, warmup_steps=10, start_lr=1e-4, peak_lr=1e-3, final_lr=1e-6)
+    assert lr_at(0, **kw) == pytest.approx(1e-4)
+    assert lr_at(5, **kw) == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert lr_at(10, **kw) == pytest.approx(1e-3)
+    assert lr_at(55, **kw) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(100, **kw) == pytest.approx(1e-6)
+    assert lr_at(150, **kw) == pytest.approx(1e-6)
+
+
+def test_weight_decay_and_momentum_schedules():
+    assert weight_decay_at(0, 100, 0.04, 0.4) == pytest.approx(0.04)
+    assert weight_decay_at(50, 100, 0.04, 0.4) == pytest.approx(0.22)
+    assert weight_decay_at(25, 100, 0.04, 0.4) == pytest.approx(0.4 + (0.04 - 0.4) * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert weight_decay_at(25, 100, 0.04, 0.4, "linear") == pytest.approx(0.04 + 0.36 * 0.25)
+    assert weight_decay_at(100, 100, 0.04, 0.4, "linear") == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        weight_decay_at(0, 10, 0.1, 0.2, "step")
+    assert momentum_at(0, 200) == pytest.approx(0.996)
+    assert momentum_at(100, 200) == pytest.approx(0.998)
+    assert momentum_at(200, 200) == pytest.approx(1.0)
+
+
+def test_param_groups_exclude_target_and_skip_decay_on_1d(tiny_config):
+    model = CJEPAForPreTraining(tiny_config)
+    decay, no_decay = param_groups(model, 0.04)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert not any(n.startswith("target_encoder.") for n in decay_names | no_decay_names)
+    assert "predictor.mask_token" in no_decay_names
+    assert all(n.endswith(".bias") or "norm" in n or n == "predictor.mask_token" for n in no_decay_names)
+    assert "context_encoder.layers.0.attention.qkv.weight" in decay_names
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay_names | no_decay_names == trainable
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("weight_decay_schedule", "step", "weight_decay_schedule must be one of"),
+     ("ema_momentum", 1.5, "ema_momentum must lie in"),
+     ("max_consecutive_nonfinite", 0, "max_consecutive_nonfinite must be >= 1")],
+)
+def test_training_arguments_validation(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        CJEPATrainingArguments(output_dir=str(tmp_path), use_cpu=True, **{field: value})
+
+
+# ----------------------------------------------------------------------------- in-process training
+
+
+def _trainer(tmp_path, config, data, **kw):
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    args = CJEPATrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=4,
+        logging_steps=1, save_strategy="no", disable_tqdm=True, warmup_steps=1, **kw)
+    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
+
+
+class _Ordered(torch.utils.data.IterableDataset):
+    """A stream in a fixed order (the trainer builds a plain sequential DataLoader for streams)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def _data(n=32, seed=0, poison=()):
+    g = torch.Generator().manual_seed(seed)
+    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(n)]
+    for i in poison:
+        data[i]["pixel_values"] = torch.full((3, 32, 32), float("nan"))
+    return data
+
+
+def test_ema_once_per_optimizer_step_with_gradient_accumulation(tmp_path, tiny_config):
+    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=3, gradient_accumulation_steps=2)
+    model = trainer.model
+    calls, forwards = [], []
+    original = model.update_target_encoder
+    model.update_target_encoder = lambda m: (calls.append(float(m)), original(m))[1]
+    original_forward = model.forward
+    model.forward = lambda *a, **k: (forwards.append(1), original_forward(*a, **k))[1]
+    trainer.train()
+    assert len(forwards) == 6 and len(calls) == 3
+    assert calls == pytest.approx([momentum_at(s, 3) for s in range(3)])
+
+
+def test_logged_schedules_match_formulas(tmp_path, tiny_config):
+    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=4, weight_decay_schedule="linear")
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
+    assert [h["step"] for h in logs] == [1, 2, 3, 4]
+    for h in logs:
+        s = h["step"] - 1  # the values used by the update that ended at this step
+        assert h["learning_rate"] == pytest.approx(lr_at(s, 4, 1, 1e-4, 1e-3, 1e-6))
+        assert h["weight_decay"] == pytest.approx(weight_decay_at(s, 4, 0.04, 0.4, "linear"))
+        assert h["ema_momentum"] == pytest.approx(momentum_at(s, 4))
+        assert h["loss"] == pytest.approx(h["jepa_loss"] + 0.001 * h["vicreg_loss"], rel=1e-5)
+        assert h["target_effective_rank"] >= 1.0 and h["target_feature_std"] >= 0.0
+        assert h["skipped_records"] == 0 and h["nonfinite_steps"] == 0
+
+
+def test_nonfinite_loss_skips_update_and_ema(tmp_path, tiny_config):
+    # batch 2 (step 3) holds a NaN image: its loss is NaN and that step must change nothing
+    trainer = _trainer(tmp_path, tiny_config, _Ordered(_data(poison=[9])), max_steps=4)
+    model = trainer.model
+    snapshots = []
+
+    class Snap(__import__("transformers").TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            snapshots.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    trainer.add_callback(Snap())
+    trainer.train()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    for name, before in snapshots[1].items():
+        assert torch.equal(before, snapshots[2][name]), name  # step 3 skipped: no update, no EMA
+    assert any(not torch.equal(snapshots[2][n], snapshots[3][n]) for n in snapshots[2])  # step 4 trained
+    logs = [h for h in trainer.state.log_history if "nonfinite_steps" in h]
+    assert [h["nonfinite_steps"] for h in logs] == [0, 0, 1, 1]
+
+
+def test_consecutive_nonfinite_losses_stop_training(tmp_path, tiny_config):
+    trainer = _trainer(tmp_path, tiny_config, _data(poison=range(32)), max_steps=10, max_consecutive_nonfinite=3)
+    with pytest.raises(FloatingPointError, match="3 consecutive non-finite losses"):
+        trainer.train()
+    assert trainer.state.global_step == 3
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _run(args, timeout=400):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, HELPER, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_in_a_new_process_is_exact(tmp_path, workers):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run([full, 6, "--save-steps", 3, "--workers", workers])
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    _run([resumed, 6, "--resume", resumed / "checkpoint-3", "--workers", workers])
+    a = json.loads((full / "run.json").read_text())
+    b = json.loads((resumed / "run.json").read_text())
+    assert [h["step"] for h in b["logs"]] == [1, 2, 3, 4, 5, 6]  # steps 1-3 come from the checkpoint's state
+    for x, y in zip(a["logs"][3:], b["logs"][3:]):
+        for key in ("loss", "jepa_loss", "vicreg_loss", "learning_rate", "weight_decay", "ema_momentum"):
+            assert abs(x[key] - y[key]) <= 1e-6, (x["step"], key, x[key], y[key])
+    assert a["masks"][3:] == b["masks"]  # the same masks at steps 4..6
+    assert len(set(a["masks"])) == 6  # ... and the masks do change from step to step
+    assert max(abs(u - v) for u, v in zip(a["target"], b["target"])) <= 1e-6
+    assert a["target_sum"] == pytest.approx(b["target_sum"], abs=1e-4)
+
+
+def test_corrupt_checkpoints_are_reported_and_latest_skips_them(tmp_path):
+    out = tmp_path / "run"
+    _run([out, 4, "--save-steps", 2])
+    good, bad = out / "checkpoint-2", out / "checkpoint-4"
+    validate_checkpoint(str(good))
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    with pytest.raises(CorruptCheckpointError, match="model.safetensors is truncated"):
+        validate_checkpoint(str(bad))
+    assert latest_valid_checkpoint(str(out)) == str(good)
+    (good / "optimizer.pt").write_bytes(b"not a zip")
+    with pytest.raises(CorruptCheckpointError, match="optimizer.pt is not a complete torch archive"):
+        validate_checkpoint(str(good))
+    assert latest_valid_checkpoint(str(out)) is None
+    os.remove(good / "trainer_state.json")
+    with pytest.raises(CorruptCheckpointError, match="lacks trainer_state.json"):
+        validate_checkpoint(str(good))
+
+
+def test_resume_refuses_a_corrupt_checkpoint(tmp_path, tiny_config):
+    folder = tmp_path / "checkpoint-7"
+    folder.mkdir()
+    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=2)
+    with pytest.raises(CorruptCheckpointError, match="no \\*.safetensors weights"):
+        trainer.train(resume_from_checkpoint=str(folder))
+    with pytest.raises(CorruptCheckpointError, match="no valid checkpoint to resume from"):
+        trainer.train(resume_from_checkpoint="latest")
