@@ -236,6 +236,10 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no I-JEPA checkpoint at {os.fspath(path)!r}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(
+            f"{os.fspath(path)!r} is not an I-JEPA training checkpoint: it holds a {type(checkpoint).__name__}, not a dict"
+        )
     missing = [k for k in ("encoder", "predictor") if k not in checkpoint]
     if missing:
         raise ValueError(

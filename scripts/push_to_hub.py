@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Export a C-JEPA training checkpoint as a Hub release and upload it.
+
+    python scripts/push_to_hub.py --checkpoint outputs/run/checkpoint-1000 \
+        --output releases/cjepa-vit-b16 --repo-id me/cjepa-vit-b16 \
+        --results results.json --dataset ILSVRC/imagenet-1k [--private] [--no-push]
+
+Writes the release folder (target encoder as CJEPAModel in safetensors, config.json with
+auto_map, remote code, preprocessor_config.json, README.md rendered from the run's real
+config, training arguments and the measured results), then creates the repo and uploads
+exactly those files. The token comes from huggingface_hub (HF_TOKEN or `hf auth login`).
+A thin CLI over `cjepa_hf.hub`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cjepa_hf.hub import export_release, load_results, load_variants, push_release
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a saved CJEPAForPreTraining folder (Trainer checkpoint)")
+    parser.add_argument("--output", required=True, help="new (or empty) folder for the release")
+    parser.add_argument("--repo-id", required=True, help="Hub repo id, e.g. me/cjepa-vit-b16 (also the card's model name)")
+    parser.add_argument("--results", help="JSON list of measured results (see cjepa_hf.hub.to_eval_result)")
+    parser.add_argument("--training-args", help="JSON of the run's training arguments (default: training_args.json "
+                        "next to the checkpoint; training_args.bin is never unpickled)")
+    parser.add_argument("--dataset", action="append", help="Hub id of the pretraining dataset (repeatable)")
+    parser.add_argument("--base-model", help="Hub id of the model this run started from, if any")
+    parser.add_argument("--variant", choices=sorted(load_variants()), help="model-card variant (default: from the geometry)")
+    parser.add_argument("--license", help="license id (default: the variant's)")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--commit-message", default="Upload C-JEPA release (target encoder, remote code, model card)")
+    parser.add_argument("--no-push", action="store_true", help="write the release folder only")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = load_results(args.results) if args.results else None
+        files = export_release(
+            args.checkpoint,
+            args.output,
+            model_name=args.repo_id,
+            results=results,
+            training_args=args.training_args,
+            base_model=args.base_model,
+            datasets=args.dataset,
+            variant=args.variant,
+            license=args.license,
+        )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"release written to {args.output}: {', '.join(files)}")
+    if args.no_push:
+        return 0
+    pushed = push_release(args.output, args.repo_id, private=args.private, commit_message=args.commit_message)
+    print(f"uploaded {len(pushed.files)} files to {pushed.repo_url}" + (f" ({pushed.commit_url})" if pushed.commit_url else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

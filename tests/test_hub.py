@@ -1,0 +1,443 @@
+"""Model cards, release export and upload (cjepa_hf.hub, scripts/push_to_hub.py).
+
+Everything runs offline: the upload is tested up to `HfApi.create_repo` /
+`HfApi.upload_folder`, which are replaced by recorders."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from cjepa_hf import CJEPAConfig, CJEPAForPreTraining, CJEPAModel
+from cjepa_hf.hub import (
+    BASE_TAGS,
+    RELEASE_FILES,
+    export_release,
+    infer_variant,
+    load_variants,
+    push_release,
+    render_model_card,
+    to_eval_result,
+)
+
+from conftest import TINY, random_masks
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = load_variants()
+RESULTS = [
+    {"task": "image-classification", "protocol": "linear probe", "dataset": "zalando-datasets/fashion_mnist",
+     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 81.25},
+    {"task": "image-classification", "protocol": "fine-tune", "dataset": "zalando-datasets/fashion_mnist",
+     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 90.5},
+    {"task": "image-feature-extraction", "dataset": "zalando-datasets/fashion_mnist", "dataset_name": "Fashion-MNIST",
+     "split": "test", "metric": "rankme", "metric_name": "RankMe effective rank", "value": 17.75},
+]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _section(text, heading):
+    """The body of a '## heading' section, up to the next level-2 heading."""
+    match = re.search(rf"^## {heading}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert match, f"no section {heading!r}"
+    return match.group(1)
+
+
+# ============================================================================ a real tiny run
+
+
+@dataclasses.dataclass
+class RunArguments(TrainingArguments):
+    """TrainingArguments with schedule fields of its own, as the project's trainer has."""
+
+    final_lr: float = 1e-6
+    ema_momentum: float = 0.5
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, config, size=8):
+        g = torch.Generator().manual_seed(0)
+        self.pixels = torch.randn(size, 3, config.image_size, config.image_size, generator=g)
+        self.context, self.target = random_masks(size, config.num_patches, kept=20, blocks=config.num_target_blocks, per_block=6)
+
+    def __len__(self):
+        return len(self.pixels)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.pixels[i], "context_indices": self.context[i], "target_indices": self.target[i]}
+
+
+class _EMA(TrainerCallback):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        model.update_target_encoder(args.ema_momentum)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two Trainer steps of a tiny CJEPAForPreTraining with EMA: a real checkpoint folder
+    (model.safetensors, config.json, training_args.bin, trainer_state.json, ...)."""
+    out = tmp_path_factory.mktemp("run")
+    config = CJEPAConfig(**TINY)
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    args = RunArguments(
+        output_dir=str(out), max_steps=2, per_device_train_batch_size=4, learning_rate=0.05, warmup_steps=1,
+        weight_decay=0.04, save_strategy="steps", save_steps=2, logging_steps=1, use_cpu=True, report_to="none",
+        seed=0, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    Trainer(model=model, args=args, train_dataset=_Batches(config), callbacks=[_EMA()]).train()
+    (out / "training_args.json").write_text(args.to_json_string())  # what the card reads; .bin is never unpickled
+    checkpoint = out / "checkpoint-2"
+    assert {"model.safetensors", "config.json", "training_args.bin", "trainer_state.json"} <= set(os.listdir(checkpoint))
+    saved = load_file(checkpoint / "model.safetensors")
+    target = {k.removeprefix("target_encoder."): v for k, v in saved.items() if k.startswith("target_encoder.")}
+    context = {k.removeprefix("context_encoder."): v for k, v in saved.items() if k.startswith("context_encoder.")}
+    return SimpleNamespace(config=CJEPAConfig.from_pretrained(checkpoint), checkpoint=checkpoint,
+                           training_args=args.to_dict(), target=target, context=context)
+
+
+@pytest.fixture(scope="module")
+def release(tiny_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("release") / "cjepa-tiny"
+    files = export_release(tiny_run.checkpoint, folder, model_name="me/cjepa-tiny", results=RESULTS,
+                           datasets=["zalando-datasets/fashion_mnist"])
+    return SimpleNamespace(folder=folder, files=files)
+
+
+# ============================================================================ cards
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tiny_run, variant):
+    entry = VARIANTS[variant]
+    base = "facebook/ijepa_vith14_1k" if entry["family"] == "ijepa" else None
+    if entry["preset"]:  # the tiny run is not a paper size: the card renders and says so
+        with pytest.warns(UserWarning, match="does not have the"):
+            card = render_model_card(tiny_run.config, model_name="me/model", training_args=tiny_run.training_args,
+                                     results=None, base_model=base, datasets="zalando-datasets/fashion_mnist", variant=variant)
+    else:
+        card = render_model_card(tiny_run.config, model_name="me/model", training_args=tiny_run.training_args,
+                                 results=None, base_model=base, datasets="zalando-datasets/fashion_mnist", variant=variant)
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data.to_dict()
+    assert data["library_name"] == "transformers"
+    assert data["pipeline_tag"] == "image-feature-extraction"
+    assert data["license"] == entry["license"]
+    assert data["datasets"] == ["zalando-datasets/fashion_mnist"]
+    assert data.get("base_model") == base
+    vicreg = {"vicreg"} if entry["family"] == "cjepa" else set()  # converted I-JEPA weights never saw VICReg
+    assert set(BASE_TAGS) | set(entry["tags"]) | vicreg == set(data["tags"])
+    assert "model-index" not in data and loaded.data.eval_results is None
+
+    text = loaded.text
+    assert text.startswith("\n# me/model\n") and entry["title"] in text
+    assert ("**Note.**" in text) == bool(entry["preset"])
+    # architecture, masking and loss come from the run's real config
+    assert "| width / depth / heads | 32 / 2 / 4 |" in text and "| patch tokens | 64 (8 x 8), no CLS token |" in text
+    assert "| projector sizes | (32, 64, 64) |" in text and "| min patches kept | 4 |" in text
+    # the recipe comes from the run's real training arguments, own fields included
+    assert "| learning_rate | 0.05 |" in text and "| max_steps | 2 |" in text and "| final_lr | 1e-06 |" in text
+    assert "| ema_momentum | 0.5 |" in text and "num_train_epochs" not in text and "output_dir" not in text
+    # usage: AutoModel + processor with mean pooling, the pipeline with pool=True, fine-tuning
+    usage = _section(text, "How to use")
+    assert 'AutoModel.from_pretrained("me/model", trust_remote_code=True)' in usage
+    assert "last_hidden_state" in usage and ".mean(dim=1)" in usage and "(batch, 64, 32)" in usage
+    assert 'pipeline("image-feature-extraction"' in usage and "pool=True" in usage
+    assert "AutoModelForImageClassification.from_pretrained(" in usage
+    # no result, no number: the results section says so in words
+    results = _section(text, "Results")
+    assert "Not evaluated" in results and not re.search(r"\d", results)
+    if entry["family"] == "ijepa":
+        assert "VICReg played no part in training these weights" in text and "CC BY-NC 4.0" in text
+        assert "not a record of the original run" in text
+    else:
+        assert "paper's Algorithm 1" in text and "C-JEPA has no official code" in text
+
+
+def test_card_with_measured_results_has_model_index(tmp_path, tiny_run):
+    with pytest.warns(UserWarning):
+        card = render_model_card(tiny_run.config, model_name="me/cjepa-vit-b16", training_args=None,
+                                 results=RESULTS, variant="cjepa-vit-b16")
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    index = loaded.data.to_dict()["model-index"]
+    assert index[0]["name"] == "me/cjepa-vit-b16"
+    got = {(r.task_type, r.dataset_type, r.dataset_split, r.metric_type, r.metric_name, r.metric_value)
+           for r in loaded.data.eval_results}
+    assert got == {
+        ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "linear probe accuracy", 81.25),
+        ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "fine-tune accuracy", 90.5),
+        ("image-feature-extraction", "zalando-datasets/fashion_mnist", "test", "rankme", "RankMe effective rank", 17.75),
+    }
+    assert loaded.data.metrics == ["accuracy", "rankme"]
+    results = _section(loaded.text, "Results")
+    assert "| image-classification | Fashion-MNIST | test | linear probe accuracy | 81.25 |" in results
+    assert "| image-feature-extraction | Fashion-MNIST | test | RankMe effective rank | 17.75 |" in results
+    assert "Not evaluated" not in results
+    # no training arguments: the card says they were not recorded and invents none
+    assert "were not recorded" in _section(loaded.text, "Training") and "learning_rate" not in loaded.text
+    assert "datasets" not in loaded.data.to_dict() and "was not recorded" in loaded.text
+
+
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        ({"task": "image-classification", "dataset": "d", "metric": "accuracy"}, "lacks ['metric_value']"),
+        ({"task": "image-classification", "dataset": "d", "metric": "accuracy", "value": float("nan")}, "finite measured number"),
+        ({"task": "image-classification", "dataset": "d", "metric": "accuracy", "value": "TBD"}, "finite measured number"),
+        ({"task": "image-classification", "dataset": "d", "metric": "accuracy", "value": 1.0, "score": 2}, "unknown result key 'score'"),
+    ],
+)
+def test_bad_results_are_refused(result, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        to_eval_result(result)
+
+
+def test_vicreg_source_choice_is_documented():
+    config = CJEPAConfig.from_preset("vit-s16", vicreg_source="context")
+    text = render_model_card(config, model_name="me/s", variant=None).text
+    assert '`vicreg_source = "context"`' in text and "| VICReg source | context |" in text
+    off = render_model_card(CJEPAConfig.from_preset("vit-s16", vicreg_weight=0.0), model_name="me/s")
+    assert "VICReg was disabled for this run" in off.text and "vicreg" not in off.data.tags
+
+
+def test_paper_size_config_infers_its_variant_without_a_note(recwarn):
+    config = CJEPAConfig.from_preset("vit-b16")
+    assert infer_variant(config) == "cjepa-vit-b16"
+    assert infer_variant(CJEPAConfig.from_preset("vit-h14"), "ijepa") == "ijepa-vit-h14"
+    assert infer_variant(CJEPAConfig(**TINY)) == "cjepa"
+    card = render_model_card(config, model_name="me/b")
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+    assert "**Note.**" not in card.text and "C-JEPA ViT-B/16" in card.text
+    assert "| encoder parameters | 85,646,592 |" in card.text  # ViT-B/16 without CLS token or head
+    assert "| mean | (0.485, 0.456, 0.406) |" in card.text and "| resize shortest edge | 256 (bicubic) |" in card.text
+
+
+# ============================================================================ export
+
+
+def test_export_writes_the_target_encoder_and_nothing_else(tiny_run, release):
+    assert release.files == list(RELEASE_FILES)
+    assert sorted(os.listdir(release.folder)) == list(RELEASE_FILES)
+    config = json.loads((release.folder / "config.json").read_text())
+    assert config["architectures"] == ["CJEPAModel"]
+    assert config["auto_map"]["AutoModel"] == "modeling_cjepa.CJEPAModel"
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_cjepa.CJEPAForImageClassification"
+    weights = load_file(release.folder / "model.safetensors")
+    assert set(weights) == set(tiny_run.target)
+    assert all(torch.equal(weights[k], tiny_run.target[k]) for k in weights)
+    assert not torch.allclose(weights["layers.0.mlp.fc1.weight"], tiny_run.context["layers.0.mlp.fc1.weight"])
+
+    card = ModelCard.load(release.folder / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert len(card.data.eval_results) == 3
+    # the recipe was read from training_args.json next to the checkpoint, the run from trainer_state.json
+    assert "| learning_rate | 0.05 |" in card.text and "| final_lr | 1e-06 |" in card.text
+    assert "| optimizer steps | 2 |" in card.text and "last logged training loss" in card.text
+
+
+def test_release_loads_with_auto_classes_pipeline_and_finetuning_head(tiny_run, release):
+    from transformers import pipeline
+
+    model = AutoModel.from_pretrained(release.folder).eval()
+    assert type(model) is CJEPAModel
+    state = model.state_dict()
+    assert all(torch.equal(state[k], tiny_run.target[k]) for k in tiny_run.target)
+    processor = AutoImageProcessor.from_pretrained(release.folder)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    with torch.no_grad():
+        out = model(**processor(image, return_tensors="pt"))
+    features = pipeline("image-feature-extraction", model=str(release.folder), device="cpu")(image, pool=True, return_tensors=True)
+    assert torch.allclose(features, out.last_hidden_state.mean(dim=1), atol=1e-6)
+
+    classifier = AutoModelForImageClassification.from_pretrained(release.folder, num_labels=3)
+    head_state = classifier.target_encoder.state_dict()
+    assert all(torch.equal(head_state[k], tiny_run.target[k]) for k in tiny_run.target)
+    assert classifier.classifier.out_features == 3
+
+
+def test_release_loads_with_trust_remote_code_without_the_package(tmp_path, tiny_run, release):
+    x = torch.randn(2, 3, 32, 32)
+    encoder = CJEPAModel(tiny_run.config)
+    encoder.load_state_dict(tiny_run.target)
+    with torch.no_grad():
+        expected = encoder.eval()(x).pooler_output
+    torch.save({"x": x, "expected": expected}, tmp_path / "io.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["cjepa_hf"] = None  # importing cjepa_hf now raises ImportError
+        try:
+            import cjepa_hf
+            raise SystemExit("cjepa_hf is importable")
+        except ImportError:
+            pass
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(release.folder)!r}, trust_remote_code=True).eval()
+        assert "cjepa_hf" not in type(model).__module__, type(model).__module__
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        with torch.no_grad():
+            out = model(io["x"]).pooler_output
+        print("MAXDIFF", (out - io["expected"]).abs().max().item(), type(model).__name__)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("MAXDIFF")][0]
+    assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"
+
+
+def test_export_never_unpickles(tmp_path, tiny_run, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("export_release must not unpickle anything")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    files = export_release(tiny_run.checkpoint, tmp_path / "out", model_name="me/x", training_args=tiny_run.training_args)
+    assert files == list(RELEASE_FILES)
+
+
+def test_export_refuses_bad_inputs(tmp_path, tiny_run):
+    import shutil
+
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "old.txt").write_text("x")
+        export_release(tiny_run.checkpoint, tmp_path / "full", model_name="me/x")
+
+    bin_only = tmp_path / "bin_only"
+    bin_only.mkdir()
+    shutil.copy(tiny_run.checkpoint / "config.json", bin_only)
+    (bin_only / "pytorch_model.bin").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(FileNotFoundError, match="Only safetensors checkpoints are read"):
+        export_release(bin_only, tmp_path / "a", model_name="me/x")
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(tiny_run.checkpoint / "config.json", broken)
+    from safetensors.torch import save_file
+
+    weights = load_file(tiny_run.checkpoint / "model.safetensors")
+    weights.pop("target_encoder.layernorm.bias")
+    weights["target_encoder.layers.0.mlp.fc1.weight"] = torch.zeros(5, 32)
+    save_file(weights, broken / "model.safetensors")
+    with pytest.raises(ValueError) as info:
+        export_release(broken, tmp_path / "b", model_name="me/x")
+    assert "missing keys (1): layernorm.bias" in str(info.value)
+    assert "layers.0.mlp.fc1.weight: checkpoint (5, 32) vs model (128, 32)" in str(info.value)
+    assert not (tmp_path / "b").exists()
+
+
+# ============================================================================ upload
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        # what upload_folder would send: the folder's files matching allow_patterns
+        folder = Path(kwargs["folder_path"])
+        sent = sorted(p.name for p in folder.iterdir() if p.name in kwargs["allow_patterns"])
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/abc", sent=sent)
+
+
+def test_push_release_calls_the_real_hfapi_methods(monkeypatch, release):
+    recorder = _Recorder()
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: recorder.create_repo(repo_id, **kw))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: recorder.upload_folder(**kw))
+    pushed = push_release(release.folder, "me/cjepa-tiny", private=True, commit_message="release v1")
+    (_, repo, create), (_, repo2, upload) = recorder.calls
+    assert repo == repo2 == "me/cjepa-tiny"
+    assert create == {"token": None, "private": True, "repo_type": "model", "exist_ok": True}
+    assert upload["folder_path"] == os.fspath(release.folder) and upload["commit_message"] == "release v1"
+    assert upload["allow_patterns"] == list(RELEASE_FILES) and upload["repo_type"] == "model"
+    assert pushed.files == list(RELEASE_FILES)
+    assert pushed.commit_url == "https://huggingface.co/me/cjepa-tiny/commit/abc"
+    # the card that goes up carries the metadata and the measured results
+    card = ModelCard.load(release.folder / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "image-feature-extraction")
+    assert {r.metric_value for r in card.data.eval_results} == {81.25, 90.5, 17.75}
+
+
+def test_push_release_refuses_stray_or_pickled_files(tmp_path, release):
+    import shutil
+
+    folder = tmp_path / "release"
+    shutil.copytree(release.folder, folder)
+    (folder / "pytorch_model.bin").write_bytes(b"x")
+    api = _Recorder()
+    with pytest.raises(ValueError, match="pickled files"):
+        push_release(folder, "me/x", api=api)
+    (folder / "pytorch_model.bin").unlink()
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"unexpected \['notes.txt'\]"):
+        push_release(folder, "me/x", api=api)
+    (folder / "notes.txt").unlink()
+    (folder / "README.md").unlink()
+    with pytest.raises(ValueError, match=r"missing \['README.md'\]"):
+        push_release(folder, "me/x", api=api)
+    assert api.calls == []
+
+
+def test_push_to_hub_script(tmp_path, tiny_run, monkeypatch, capsys):
+    script = _script("push_to_hub")
+    (tmp_path / "results.json").write_text(json.dumps({"results": RESULTS[:1]}))
+    recorder = _Recorder()
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: recorder.create_repo(repo_id, **kw))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: recorder.upload_folder(**kw))
+
+    rc = script.main(["--checkpoint", str(tiny_run.checkpoint), "--output", str(tmp_path / "a"),
+                      "--repo-id", "me/a", "--no-push"])
+    assert rc == 0 and recorder.calls == []
+    assert ModelCard.load(tmp_path / "a" / "README.md").data.eval_results is None
+
+    rc = script.main(["--checkpoint", str(tiny_run.checkpoint), "--output", str(tmp_path / "b"), "--repo-id", "me/b",
+                      "--results", str(tmp_path / "results.json"), "--private", "--dataset", "zalando-datasets/fashion_mnist"])
+    assert rc == 0, capsys.readouterr().err
+    (_, _, create), (_, _, upload) = recorder.calls
+    assert create["private"] is True and create["exist_ok"] is True
+    assert upload["allow_patterns"] == list(RELEASE_FILES)
+    card = ModelCard.load(tmp_path / "b" / "README.md")
+    assert [r.metric_value for r in card.data.eval_results] == [81.25]
+    assert "uploaded 7 files to https://huggingface.co/me/b" in capsys.readouterr().out
+
+    rc = script.main(["--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "c"), "--repo-id", "me/c"])
+    assert rc == 2 and "no config.json" in capsys.readouterr().err
+
