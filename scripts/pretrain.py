@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     wall = time.time() - start
     trainer.save_model()  # the full CJEPAForPreTraining, to continue training
+    trainer.save_state()  # trainer_state.json: the whole log history beside the model
     summary = {"wall_time_s": wall, "global_step": trainer.state.global_step, **result.metrics}
     if trainer.is_world_process_zero():
         out = training_args.output_dir

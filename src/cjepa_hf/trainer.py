@@ -438,6 +438,15 @@ class CJEPATrainer(Trainer):
             with open(os.path.join(folder, "cjepa_state.json"), "w") as f:
                 json.dump(state, f, indent=2)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's save plus a readable `training_args.json` (Trainer's `training_args.bin` is a
+        pickle; release export and model cards read the JSON instead). Checkpoints come here too."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            with open(os.path.join(output_dir, "training_args.json"), "w") as f:
+                f.write(self.args.to_json_string())
+
 
 def _is_datasets_iterable(dataset: Any) -> bool:
     try:
