@@ -41,3 +41,37 @@ def random_masks(batch: int, num_patches: int, kept: int, blocks: int, per_block
         [torch.stack([torch.randperm(num_patches, generator=g)[:per_block].sort().values for _ in range(blocks)]) for _ in range(batch)]
     )
     return context, target
+
+
+def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor, workdir) -> None:
+    """Load `folder` with AutoModel(trust_remote_code=True) in a fresh process where
+    `import cjepa_hf` fails, run it on `x` and compare its pooled output with `expected`."""
+    import subprocess
+    import sys
+    import textwrap
+
+    torch.save({"x": x, "expected": expected}, os.path.join(workdir, "io.pt"))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["cjepa_hf"] = None  # importing cjepa_hf now raises ImportError
+        try:
+            import cjepa_hf
+            raise SystemExit("cjepa_hf is importable")
+        except ImportError:
+            pass
+        import torch
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert "cjepa_hf" not in type(model).__module__, type(model).__module__
+        io = torch.load({os.path.join(str(workdir), 'io.pt')!r})
+        with torch.no_grad():
+            out = model(io["x"]).pooler_output
+        print("MAXDIFF", (out - io["expected"]).abs().max().item(), type(model).__name__)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": os.path.join(str(workdir), "modules")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("MAXDIFF")][0]
+    assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"

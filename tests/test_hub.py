@@ -9,9 +9,6 @@ import json
 import os
 import pickle
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +39,7 @@ from cjepa_hf.hub import (
     to_eval_result,
 )
 
-from conftest import TINY, random_masks
+from conftest import TINY, assert_loads_without_package, random_masks
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = load_variants()
@@ -290,31 +287,7 @@ def test_release_loads_with_trust_remote_code_without_the_package(tmp_path, tiny
     encoder.load_state_dict(tiny_run.target)
     with torch.no_grad():
         expected = encoder.eval()(x).pooler_output
-    torch.save({"x": x, "expected": expected}, tmp_path / "io.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules["cjepa_hf"] = None  # importing cjepa_hf now raises ImportError
-        try:
-            import cjepa_hf
-            raise SystemExit("cjepa_hf is importable")
-        except ImportError:
-            pass
-        import torch
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(release.folder)!r}, trust_remote_code=True).eval()
-        assert "cjepa_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / 'io.pt')!r})
-        with torch.no_grad():
-            out = model(io["x"]).pooler_output
-        print("MAXDIFF", (out - io["expected"]).abs().max().item(), type(model).__name__)
-        """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("MAXDIFF")][0]
-    assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"
+    assert_loads_without_package(release.folder, x, expected, tmp_path)
 
 
 def test_export_never_unpickles(tmp_path, tiny_run, monkeypatch):

@@ -1,8 +1,5 @@
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassif
 from cjepa_hf import CJEPAConfig, CJEPAForImageClassification, CJEPAForPreTraining, CJEPAModel
 from cjepa_hf.modeling_cjepa import gather_tokens, sincos_2d
 
-from conftest import TINY, random_masks
+from conftest import TINY, assert_loads_without_package, random_masks
 
 
 def _inputs(config, batch=4, seed=0):
@@ -269,28 +266,4 @@ def test_trust_remote_code_without_the_package(tmp_path, tiny_config):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model.target_encoder.eval()(x).pooler_output
-    torch.save({"x": x, "expected": expected}, tmp_path / "io.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules["cjepa_hf"] = None  # importing cjepa_hf now raises ImportError
-        try:
-            import cjepa_hf
-            raise SystemExit("cjepa_hf is importable")
-        except ImportError:
-            pass
-        import torch
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
-        assert "cjepa_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / 'io.pt')!r})
-        with torch.no_grad():
-            out = model(io["x"]).pooler_output
-        print("MAXDIFF", (out - io["expected"]).abs().max().item(), type(model).__name__)
-        """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("MAXDIFF")][0]
-    assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"
+    assert_loads_without_package(folder, x, expected, tmp_path)

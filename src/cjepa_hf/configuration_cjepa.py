@@ -39,7 +39,8 @@ _ALIASES = {
 PRESET_NAMES = tuple(_PRESETS)
 
 
-def _pair(name: str, value: Any) -> tuple[float, float]:
+def as_float_pair(name: str, value: Any) -> tuple[float, float]:
+    """(min, max) as floats, or a ValueError naming the field and the value."""
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -203,13 +204,13 @@ class CJEPAConfig(PreTrainedConfig):
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}")
 
         for name in ("target_scale", "context_scale"):
-            lo, hi = _pair(name, getattr(self, name))
+            lo, hi = as_float_pair(name, getattr(self, name))
             if not (0.0 < lo <= 1.0 and 0.0 < hi <= 1.0):
                 raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)!r}")
             if lo > hi:
                 raise ValueError(f"{name} must have min <= max, got {getattr(self, name)!r}")
         for name in ("target_aspect_ratio", "context_aspect_ratio"):
-            lo, hi = _pair(name, getattr(self, name))
+            lo, hi = as_float_pair(name, getattr(self, name))
             if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
             if lo > hi:

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from .configuration_cjepa import CJEPAConfig
+from .configuration_cjepa import CJEPAConfig, as_float_pair
 
 _MASK64 = (1 << 64) - 1
 # How often the positions of a sample that keeps fewer than `min_keep` context patches (or whose
@@ -82,16 +82,8 @@ def _block_sizes(scale: tuple[float, float], aspect: tuple[float, float], grid_s
     return set(zip(h.view(-1).tolist(), w.view(-1).tolist()))
 
 
-def _as_pair(name: str, value: Any) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (min, max) of numbers, got {value!r}") from None
-    return lo, hi
-
-
 def _check_pair(name: str, value: Any, *, upper: float | None) -> tuple[float, float]:
-    lo, hi = _as_pair(name, value)
+    lo, hi = as_float_pair(name, value)
     if upper is not None and not (0.0 < lo <= upper and 0.0 < hi <= upper):
         raise ValueError(f"{name} must lie in (0, {upper:g}], got {value!r}")
     if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
@@ -126,7 +118,7 @@ def check_masking_params(
     succeed fail later, in `sample_masks`, with a `RuntimeError`: e.g. non-overlapping targets close
     to the packing limit (4 blocks of 7x6 on 14x14 place in ~4% of random draws)."""
     pairs = [
-        _as_pair(name, value)
+        as_float_pair(name, value)
         for name, value in (
             ("target_scale", target_scale), ("target_aspect_ratio", target_aspect_ratio),
             ("context_scale", context_scale), ("context_aspect_ratio", context_aspect_ratio),
@@ -270,10 +262,10 @@ def sample_masks(
     `RuntimeError` if some sample still keeps fewer than `min_keep` context patches (or cannot
     place non-overlapping targets) after `max_tries` draws of its positions.
     """
-    target_scale = _as_pair("target_scale", target_scale)
-    target_aspect_ratio = _as_pair("target_aspect_ratio", target_aspect_ratio)
-    context_scale = _as_pair("context_scale", context_scale)
-    context_aspect_ratio = _as_pair("context_aspect_ratio", context_aspect_ratio)
+    target_scale = as_float_pair("target_scale", target_scale)
+    target_aspect_ratio = as_float_pair("target_aspect_ratio", target_aspect_ratio)
+    context_scale = as_float_pair("context_scale", context_scale)
+    context_aspect_ratio = as_float_pair("context_aspect_ratio", context_aspect_ratio)
     _check_masking_params(
         grid_size, num_target_blocks, target_scale, target_aspect_ratio,
         context_scale, context_aspect_ratio, min_keep, bool(allow_target_overlap),
@@ -369,10 +361,10 @@ class MaskCollator:
         self.image_size = int(config.image_size)
         self.grid_size = int(config.grid_size)
         self.num_target_blocks = int(config.num_target_blocks)
-        self.target_scale = _as_pair("target_scale", config.target_scale)
-        self.target_aspect_ratio = _as_pair("target_aspect_ratio", config.target_aspect_ratio)
-        self.context_scale = _as_pair("context_scale", config.context_scale)
-        self.context_aspect_ratio = _as_pair("context_aspect_ratio", config.context_aspect_ratio)
+        self.target_scale = as_float_pair("target_scale", config.target_scale)
+        self.target_aspect_ratio = as_float_pair("target_aspect_ratio", config.target_aspect_ratio)
+        self.context_scale = as_float_pair("context_scale", config.context_scale)
+        self.context_aspect_ratio = as_float_pair("context_aspect_ratio", config.context_aspect_ratio)
         self.min_keep = int(config.min_keep)
         self.allow_target_overlap = bool(config.allow_target_overlap)
         check_masking_params(
