@@ -218,3 +218,15 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path, tiny_config):
         trainer.train(resume_from_checkpoint=str(folder))
     with pytest.raises(CorruptCheckpointError, match="no valid checkpoint to resume from"):
         trainer.train(resume_from_checkpoint="latest")
+
+
+def test_trainer_model_card_is_the_cjepa_card(tmp_path, tiny_config):
+    from huggingface_hub import ModelCard
+
+    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=2)
+    trainer.train()
+    trainer.create_model_card(dataset="fashion_mnist")  # what Trainer.push_to_hub writes before uploading
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "image-feature-extraction" and card.data.library_name == "transformers"
+    assert "fashion_mnist" in card.data.datasets
+    assert "model-index" not in card.content  # no results were measured, none are claimed

@@ -198,11 +198,19 @@ def recipe_rows(training_args: Mapping[str, Any]) -> list[tuple[str, str]]:
             return False
         if key == "num_train_epochs" and (args.get("max_steps") or 0) > 0:
             return False  # Trainer ignores epochs when max_steps is set
+        if key == "lr_scheduler_type" and "warmup_start_lr" in args:
+            return False  # CJEPATrainer replaces Trainer's scheduler: see the schedule row
         return True
 
     for key in _RECIPE_KEYS:
         if key in args and keep(key, args[key]):
             rows.append((key, _fmt(args[key])))
+    if "warmup_start_lr" in args:  # CJEPATrainingArguments: say what the schedules are
+        rows.append(("learning-rate schedule", f"linear warmup {_fmt(args['warmup_start_lr'])} -> "
+                     f"{_fmt(args.get('learning_rate'))} over warmup_steps, then cosine to {_fmt(args.get('final_lr'))}"))
+        rows.append(("weight-decay schedule", f"{args.get('weight_decay_schedule', 'cosine')} "
+                     f"{_fmt(args.get('weight_decay'))} -> {_fmt(args.get('final_weight_decay'))}"))
+        rows.append(("EMA momentum", f"linear {_fmt(args.get('ema_momentum'))} -> {_fmt(args.get('final_ema_momentum'))}"))
     for key in sorted(args):
         if key in standard or key in _RECIPE_KEYS or not keep(key, args[key]):
             continue

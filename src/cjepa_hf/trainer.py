@@ -438,6 +438,24 @@ class CJEPATrainer(Trainer):
             with open(os.path.join(folder, "cjepa_state.json"), "w") as f:
                 json.dump(state, f, indent=2)
 
+    def create_model_card(self, model_name: str | None = None, dataset: str | list[str] | None = None, **kwargs: Any) -> None:
+        """The C-JEPA card (cjepa_hf.hub) instead of transformers' generic one: Trainer's
+        `push_to_hub` writes it to output_dir/README.md before uploading. Only facts of this
+        run go in: its config, arguments and trainer state; no result numbers."""
+        if not self.is_world_process_zero():
+            return
+        from dataclasses import asdict
+
+        from .hub import render_model_card
+
+        config = self.accelerator.unwrap_model(self.model).config
+        name = model_name or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+        card = render_model_card(
+            config, model_name=name, training_args=self.args.to_dict(), datasets=dataset,
+            trainer_state=json.loads(json.dumps(asdict(self.state), default=str)),
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's save plus a readable `training_args.json` (Trainer's `training_args.bin` is a
         pickle; release export and model cards read the JSON instead). Checkpoints come here too."""
