@@ -1,0 +1,396 @@
+#!/usr/bin/env python
+"""C-JEPA vs I-JEPA on Fashion-MNIST: the paper's 100-epoch ablation (PAPER.md section 5) in miniature.
+
+For each method and seed, pretrain the same small ViT (32 px padded Fashion-MNIST, patch 4:
+an 8x8 patch grid; width 96, depth 4) for the same number of steps on the same data order and
+masks, then score the frozen EMA target encoder on the test split with a linear probe and a
+k-NN classifier. Methods (they differ only in the loss):
+
+    cjepa   the paper's objective: L_jepa + 0.001 * (25 inv + 25 var + 1 cov)
+    ijepa   I-JEPA: vicreg_weight 0
+    varcov  C-JEPA with the variance/covariance terms only: vicreg_sim_coeff 0
+
+Baselines on the same probe sets: the same encoder with random weights (one per seed) and
+the raw normalised pixels. Writes, under --output_dir (default docs/results):
+    {tag}_runs.json     every run: settings, wall times, training log, probe and k-NN results
+    {tag}_summary.json  mean and std over seeds per method
+    {tag}_table.md      the markdown table
+    {tag}_curves.png    loss curves and collapse monitors per method
+
+    python scripts/experiment_fmnist.py                                   # 3 methods x 3 seeds, 300 steps each
+    python scripts/experiment_fmnist.py --methods cjepa ijepa --seeds 0 --max_steps 80 \
+        --probe_train_samples 2000 --probe_test_samples 2000 --tag fmnist_smoke   # a smoke run
+    python scripts/experiment_fmnist.py --minutes 10   # per-run budget: steps from a timed calibration
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, TrainerCallback, set_seed
+
+from cjepa_hf import CJEPAConfig, CJEPAForPreTraining, CJEPAModel
+from cjepa_hf.data import build_pretrain_dataset, load_fashion_mnist
+from cjepa_hf.evaluation import (
+    DEFAULT_WEIGHT_DECAYS,
+    ClassificationTransform,
+    evaluate_features,
+    extract_features,
+    markdown_table,
+    raw_pixel_features,
+    subsample,
+)
+from cjepa_hf.masking import MaskCollator
+from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
+
+logger = logging.getLogger("cjepa_hf.experiment_fmnist")
+
+# The quick start's model (recipes/quickstart-fashion-mnist.json): 32 px, patch 4 -> 8x8 grid.
+MODEL = dict(
+    image_size=32, patch_size=4, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
+    predictor_hidden_size=64, predictor_num_hidden_layers=2, predictor_num_attention_heads=4,
+    projector_dims=(256, 256), min_keep=4,
+)
+METHODS = {
+    "cjepa": dict(vicreg_weight=0.001),  # the paper's objective (its default coefficients 25/25/1)
+    "ijepa": dict(vicreg_weight=0.0),
+    "varcov": dict(vicreg_weight=0.001, vicreg_sim_coeff=0.0),
+}
+METHOD_TITLES = {
+    "cjepa": "C-JEPA (inv + var + cov)",
+    "ijepa": "I-JEPA",
+    "varcov": "C-JEPA, var + cov only",
+    "random_init": "random-init encoder",
+    "raw_pixels": "raw pixels",
+}
+LOG_KEYS = (
+    "step", "loss", "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
+    "target_feature_std", "target_effective_rank", "learning_rate",
+)
+
+
+@dataclass
+class ExperimentArguments:
+    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": f"Any of {list(METHODS)}."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    max_steps: int = field(default=300, metadata={"help": "Pretraining steps per run (the same for every method)."})
+    minutes: float | None = field(
+        default=None,
+        metadata={"help": "Per-run budget in minutes instead of --max_steps: steps = budget / (s per step of a timed C-JEPA calibration)."},
+    )
+    batch_size: int = field(default=128)
+    learning_rate: float = field(default=1e-3)
+    warmup_fraction: float = field(default=0.1)
+    num_workers: int = field(default=1, metadata={"help": "DataLoader workers of pretraining."})
+    model_overrides: str | None = field(default=None, metadata={"help": "JSON object of CJEPAConfig fields over the default model."})
+    probe_train_samples: int | None = field(default=10_000, metadata={"help": "Training examples for the probes (of 60k)."})
+    probe_test_samples: int | None = field(default=None, metadata={"help": "Test examples (default: all 10k)."})
+    last_n_layers: int = field(default=1)
+    knn_k: int = field(default=20)
+    knn_temperature: float = field(default=0.07)
+    weight_decays: str = field(default=",".join(f"{wd:g}" for wd in DEFAULT_WEIGHT_DECAYS))
+    max_iter: int = field(default=100, metadata={"help": "L-BFGS iterations of each probe fit."})
+    baselines: bool = field(default=True, metadata={"help": "Also score random-init encoders and raw pixels."})
+    output_dir: str = field(default="docs/results")
+    tag: str = field(default="fmnist", metadata={"help": "Prefix of the result files."})
+    work_dir: str = field(default="outputs/experiment_fmnist", metadata={"help": "Pretraining outputs (encoders)."})
+    resume: bool = field(default=False, metadata={"help": "Keep the runs already in {tag}_runs.json and skip them."})
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}")
+
+
+class _StepTimer(TrainerCallback):
+    """Wall-clock time of each optimizer step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
+def model_config(method: str, args: ExperimentArguments) -> CJEPAConfig:
+    overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+    return CJEPAConfig(**{**MODEL, **overrides, **METHODS[method]})
+
+
+def pretrain(method: str, seed: int, max_steps: int, args: ExperimentArguments, run_dir: str, timer: _StepTimer | None = None):
+    """Pretrain one model; returns (model, training logs, wall seconds)."""
+    config = model_config(method, args)
+    set_seed(seed)
+    # Every method starts from the same weights: those of the C-JEPA model built with this seed.
+    # (Building a model without the VICReg projector would leave the RNG elsewhere when the
+    # predictor is initialised, so I-JEPA would otherwise start from another predictor.)
+    reference = CJEPAForPreTraining(model_config("cjepa", args)).state_dict()
+    model = CJEPAForPreTraining(config)
+    missing, unexpected = model.load_state_dict(reference, strict=False)
+    if missing or any(not key.startswith("projector.") for key in unexpected):
+        raise RuntimeError(f"initial weights do not match: missing {missing}, unexpected {unexpected}")
+    dataset = build_pretrain_dataset(
+        "fashion_mnist", image_size=config.image_size, patch_size=config.patch_size, shuffle_buffer=5000, seed=seed,
+    )
+    training_args = CJEPATrainingArguments(
+        output_dir=run_dir, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate, warmup_start_lr=1e-4, final_lr=1e-6,
+        warmup_steps=max(1, int(round(args.warmup_fraction * max_steps))), weight_decay=0.04, final_weight_decay=0.4,
+        logging_steps=max(1, max_steps // 30), save_strategy="no", report_to="none",
+        dataloader_num_workers=args.num_workers, seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+    )
+    trainer = CJEPATrainer(
+        model=model, args=training_args, train_dataset=dataset, data_collator=MaskCollator(config, seed=seed),
+        callbacks=[timer] if timer is not None else None,
+    )
+    start = time.time()
+    trainer.train()
+    wall = time.time() - start
+    logs = [{k: h[k] for k in LOG_KEYS if k in h} for h in trainer.state.log_history if "jepa_loss" in h]
+    return model, logs, wall
+
+
+def calibrate_steps(args: ExperimentArguments) -> tuple[int, float]:
+    """Steps that fit `args.minutes` per run, from a short timed C-JEPA run (the costliest
+    objective; every method then gets the same number of steps)."""
+    timer = _StepTimer()
+    pretrain("cjepa", 0, 8, args, os.path.join(args.work_dir, "calibration"), timer)
+    per_step = float(np.median(np.diff(timer.times[2:]))) if len(timer.times) > 3 else float("nan")
+    steps = max(1, int(args.minutes * 60 / per_step))
+    logger.info("calibration: %.2f s per step -> %d steps in %.1f minutes", per_step, steps, args.minutes)
+    return steps, per_step
+
+
+def probe(train_x, train_y, test_x, test_y, args: ExperimentArguments) -> dict:
+    start = time.time()
+    result = evaluate_features(
+        train_x, train_y, test_x, test_y, k=args.knn_k, temperature=args.knn_temperature,
+        weight_decays=[float(v) for v in args.weight_decays.split(",")], max_iter=args.max_iter, seed=0,
+    )
+    result["probe_seconds"] = round(time.time() - start, 2)
+    return result
+
+
+def encoder_features(encoder: CJEPAModel, pixels: torch.Tensor, labels: torch.Tensor, args: ExperimentArguments):
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pixels, labels), batch_size=512)
+    return extract_features(encoder, loader, last_n_layers=args.last_n_layers)
+
+
+# ============================================================================ summary, table, plot
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return float("nan"), None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def summarize(runs: list[dict]) -> dict[str, dict]:
+    """Per method: number of seeds, and mean / std over seeds of each figure."""
+    summary: dict[str, dict] = {}
+    for method in [*METHODS, "random_init", "raw_pixels"]:
+        group = [r for r in runs if r["method"] == method]
+        if not group:
+            continue
+        figures = {
+            "linear_probe": [r["linear_probe"]["accuracy"] for r in group],
+            "knn_dino": [r["knn"]["dino"] for r in group],
+            "knn_majority": [r["knn"]["majority"] for r in group],
+            "feature_std": [r["feature_stats"]["feature_std"] for r in group],
+            "effective_rank": [r["feature_stats"]["effective_rank"] for r in group],
+            "effective_rank_centered": [r["feature_stats"]["effective_rank_centered"] for r in group],
+        }
+        if "final_log" in group[0]:
+            figures["train_target_feature_std"] = [r["final_log"].get("target_feature_std") for r in group]
+            figures["train_target_effective_rank"] = [r["final_log"].get("target_effective_rank") for r in group]
+            figures["final_jepa_loss"] = [r["final_log"].get("jepa_loss") for r in group]
+            figures["pretrain_seconds"] = [r["pretrain_seconds"] for r in group]
+        entry = {"seeds": [r["seed"] for r in group], "dims": group[0]["feature_stats"]["dims"]}
+        for name, values in figures.items():
+            mean, std = _mean_std(values)
+            entry[name] = {"mean": mean, "std": std}
+        summary[method] = entry
+    return summary
+
+
+def _pm(entry: dict, scale: float = 1.0, digits: int = 2) -> str:
+    if entry is None or not math.isfinite(entry["mean"]):
+        return "-"
+    text = f"{scale * entry['mean']:.{digits}f}"
+    return text + (f" ± {scale * entry['std']:.{digits}f}" if entry["std"] is not None else "")
+
+
+def table(summary: dict[str, dict]) -> str:
+    header = [
+        "features", "seeds", "linear probe top-1 %", "k-NN top-1 % (DINO, T=0.07)", "k-NN top-1 % (majority)",
+        "dims", "feature std (test)", "eff. rank (test)", "eff. rank centred (test)",
+        "target feature std (last train log)", "target eff. rank (last train log)",
+    ]
+    rows = []
+    for method, s in summary.items():
+        rows.append([
+            METHOD_TITLES.get(method, method), len(s["seeds"]), _pm(s["linear_probe"], 100), _pm(s["knn_dino"], 100),
+            _pm(s["knn_majority"], 100), s["dims"], _pm(s["feature_std"], digits=4), _pm(s["effective_rank"]),
+            _pm(s["effective_rank_centered"]), _pm(s.get("train_target_feature_std"), digits=4),
+            _pm(s.get("train_target_effective_rank")),
+        ])
+    return markdown_table(header, rows)
+
+
+def plot_curves(runs: list[dict], path: str) -> str:
+    """2x3 figure: total loss, JEPA loss, VICReg variance and covariance terms, target feature
+    std and effective rank; one colour per method, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("loss", "total loss"), ("jepa_loss", "JEPA loss"), ("vicreg_variance", "VICReg variance term (unweighted)"),
+        ("vicreg_covariance", "VICReg covariance term (unweighted)"),
+        ("target_feature_std", "target feature std (L2-normalised)"), ("target_effective_rank", "target effective rank (RankMe)"),
+    ]
+    colours = {"cjepa": "tab:blue", "ijepa": "tab:orange", "varcov": "tab:green"}
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (key, title) in zip(axes.flat, panels):
+        labelled = set()
+        for run in runs:
+            logs = run.get("log_history") or []
+            points = [(h["step"], h[key]) for h in logs if key in h]
+            if not points:
+                continue
+            method = run["method"]
+            ax.plot(*zip(*points), color=colours.get(method), alpha=0.8, lw=1.2,
+                    label=None if method in labelled else METHOD_TITLES[method])
+            labelled.add(method)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if key.startswith("vicreg") or key.endswith("loss"):
+            ax.set_yscale("log")
+        if labelled:
+            ax.legend(fontsize=8)
+    fig.suptitle("Fashion-MNIST pretraining: same model, data order, masks and steps; only the loss differs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ============================================================================ main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser(ExperimentArguments)
+    argv = sys.argv[1:] if argv is None else argv
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    os.makedirs(args.output_dir, exist_ok=True)
+    runs_path = os.path.join(args.output_dir, f"{args.tag}_runs.json")
+    command = "python scripts/experiment_fmnist.py " + " ".join(shlex.quote(a) for a in argv)
+    experiment_start = time.time()
+
+    runs: list[dict] = []
+    if args.resume and os.path.exists(runs_path):
+        with open(runs_path) as f:
+            runs = json.load(f)["runs"]
+        logger.info("resuming: %d runs already in %s", len(runs), runs_path)
+    done = {(r["method"], r["seed"]) for r in runs}
+
+    max_steps, calibration = args.max_steps, None
+    if args.minutes is not None:
+        max_steps, per_step = calibrate_steps(args)
+        calibration = {"minutes": args.minutes, "seconds_per_step": per_step, "max_steps": max_steps}
+
+    # The probe sets: the same examples, decoded once, for every method and seed.
+    start = time.time()
+    config = model_config("cjepa", args)
+    transform = ClassificationTransform(config.image_size, train=False, pad_to=config.image_size)
+    probe_train = subsample(load_fashion_mnist("train"), args.probe_train_samples, seed=0)
+    probe_test = subsample(load_fashion_mnist("test"), args.probe_test_samples, seed=0)
+    train_pix, train_y = raw_pixel_features(probe_train, transform=transform)
+    test_pix, test_y = raw_pixel_features(probe_test, transform=transform)
+    shape = (-1, 3, config.image_size, config.image_size)
+    train_pix, test_pix = train_pix.view(shape), test_pix.view(shape)
+    logger.info("probe sets: %d train, %d test (%.0f s)", len(train_y), len(test_y), time.time() - start)
+
+    def save() -> None:
+        record = {
+            "command": command, "args": asdict(args), "max_steps": max_steps, "calibration": calibration,
+            "model": {**MODEL, **(json.loads(args.model_overrides) if args.model_overrides else {})},
+            "methods": {m: METHODS[m] for m in args.methods}, "probe_train_samples": len(train_y),
+            "probe_test_samples": len(test_y), "torch_threads": torch.get_num_threads(), "runs": runs,
+        }
+        with open(runs_path, "w") as f:
+            json.dump(record, f, indent=1)
+
+    for seed in args.seeds:
+        for method in args.methods:
+            if (method, seed) in done:
+                continue
+            logger.info("pretraining %s, seed %d, %d steps", method, seed, max_steps)
+            load_before = os.getloadavg()[0]  # wall times on a shared machine depend on its load
+            run_dir = os.path.join(args.work_dir, f"{method}-seed{seed}")
+            model, logs, wall = pretrain(method, seed, max_steps, args, run_dir)
+            encoder = model.target_encoder
+            encoder.save_pretrained(os.path.join(run_dir, "encoder"))
+            start = time.time()
+            train_x, _ = encoder_features(encoder, train_pix, train_y, args)
+            test_x, _ = encoder_features(encoder, test_pix, test_y, args)
+            extract_s = time.time() - start
+            result = probe(train_x, train_y, test_x, test_y, args)
+            runs.append({
+                "method": method, "seed": seed, "max_steps": max_steps, "batch_size": args.batch_size,
+                "pretrain_seconds": round(wall, 1), "extract_seconds": round(extract_s, 1),
+                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                "final_log": logs[-1] if logs else {},
+                "log_history": logs, **result,
+            })
+            logger.info("%s seed %d: linear %.4f, k-NN %.4f", method, seed, result["linear_probe"]["accuracy"], result["knn"]["dino"])
+            save()
+        if args.baselines and ("random_init", seed) not in done:
+            torch.manual_seed(seed)
+            encoder = CJEPAModel(config).eval()
+            train_x, _ = encoder_features(encoder, train_pix, train_y, args)
+            test_x, _ = encoder_features(encoder, test_pix, test_y, args)
+            runs.append({"method": "random_init", "seed": seed, **probe(train_x, train_y, test_x, test_y, args)})
+            save()
+    if args.baselines and ("raw_pixels", 0) not in done:  # deterministic: once
+        runs.append({"method": "raw_pixels", "seed": 0, **probe(train_pix.flatten(1), train_y, test_pix.flatten(1), test_y, args)})
+        save()
+
+    summary = summarize(runs)
+    total = time.time() - experiment_start
+    with open(os.path.join(args.output_dir, f"{args.tag}_summary.json"), "w") as f:
+        json.dump({"command": command, "max_steps": max_steps, "wall_seconds_this_invocation": round(total, 1), "summary": summary}, f, indent=2)
+    text = table(summary)
+    header = (
+        f"Fashion-MNIST, {max_steps} pretraining steps of batch {args.batch_size} per run; probes on "
+        f"{len(train_y)} train / {len(test_y)} test images; mean ± sample std over seeds.\n\n"
+        f"Command: `{command}`\n\n"
+    )
+    with open(os.path.join(args.output_dir, f"{args.tag}_table.md"), "w") as f:
+        f.write(header + text + "\n")
+    if any(r.get("log_history") for r in runs):
+        plot_curves(runs, os.path.join(args.output_dir, f"{args.tag}_curves.png"))
+    print(header + text)
+    logger.info("experiment done in %.0f s; results in %s", total, args.output_dir)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
