@@ -6,9 +6,11 @@ an 8x8 patch grid; width 96, depth 4) for the same number of steps on the same d
 masks, then score the frozen EMA target encoder on the test split with a linear probe and a
 k-NN classifier. Methods (they differ only in the loss):
 
-    cjepa   the paper's objective: L_jepa + 0.001 * (25 inv + 25 var + 1 cov)
+    cjepa   the paper's objective: L_jepa + beta * (25 inv + 25 var + 1 cov), beta = --vicreg_weight (0.001)
     ijepa   I-JEPA: vicreg_weight 0
     varcov  C-JEPA with the variance/covariance terms only: vicreg_sim_coeff 0
+
+Every method starts from the same initial weights and sees the same images and masks.
 
 Baselines on the same probe sets: the same encoder with random weights (one per seed) and
 the raw normalised pixels. Writes, under --output_dir (default docs/results):
@@ -21,6 +23,7 @@ the raw normalised pixels. Writes, under --output_dir (default docs/results):
     python scripts/experiment_fmnist.py --methods cjepa ijepa --seeds 0 --max_steps 80 \
         --probe_train_samples 2000 --probe_test_samples 2000 --tag fmnist_smoke   # a smoke run
     python scripts/experiment_fmnist.py --minutes 10   # per-run budget: steps from a timed calibration
+    python scripts/experiment_fmnist.py --vicreg_weight 0.1 --tag fmnist_beta0.1   # a stronger VICReg term
 """
 
 from __future__ import annotations
@@ -87,6 +90,10 @@ class ExperimentArguments:
         default=None,
         metadata={"help": "Per-run budget in minutes instead of --max_steps: steps = budget / (s per step of a timed C-JEPA calibration)."},
     )
+    vicreg_weight: float = field(
+        default=0.001,
+        metadata={"help": "beta of the C-JEPA methods (the paper's 0.001); I-JEPA always has 0."},
+    )
     batch_size: int = field(default=128)
     learning_rate: float = field(default=1e-3)
     warmup_fraction: float = field(default=0.1)
@@ -111,6 +118,8 @@ class ExperimentArguments:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not self.vicreg_weight > 0:
+            raise ValueError(f"vicreg_weight must be > 0 (ijepa is the method without VICReg), got {self.vicreg_weight}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
 
@@ -127,7 +136,10 @@ class _StepTimer(TrainerCallback):
 
 def model_config(method: str, args: ExperimentArguments) -> CJEPAConfig:
     overrides = json.loads(args.model_overrides) if args.model_overrides else {}
-    return CJEPAConfig(**{**MODEL, **overrides, **METHODS[method]})
+    objective = dict(METHODS[method])
+    if objective["vicreg_weight"] > 0:
+        objective["vicreg_weight"] = args.vicreg_weight
+    return CJEPAConfig(**{**MODEL, **overrides, **objective})
 
 
 def pretrain(method: str, seed: int, max_steps: int, args: ExperimentArguments, run_dir: str, timer: _StepTimer | None = None):
@@ -265,6 +277,7 @@ def plot_curves(runs: list[dict], path: str) -> str:
         ("target_feature_std", "target feature std (L2-normalised)"), ("target_effective_rank", "target effective rank (RankMe)"),
     ]
     colours = {"cjepa": "tab:blue", "ijepa": "tab:orange", "varcov": "tab:green"}
+    styles = {"cjepa": "-", "ijepa": "--", "varcov": ":"}  # curves may coincide: keep each visible
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (key, title) in zip(axes.flat, panels):
         labelled = set()
@@ -274,7 +287,7 @@ def plot_curves(runs: list[dict], path: str) -> str:
             if not points:
                 continue
             method = run["method"]
-            ax.plot(*zip(*points), color=colours.get(method), alpha=0.8, lw=1.2,
+            ax.plot(*zip(*points), color=colours.get(method), linestyle=styles.get(method, "-"), alpha=0.8, lw=1.5,
                     label=None if method in labelled else METHOD_TITLES[method])
             labelled.add(method)
         ax.set_title(title)
@@ -332,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
         record = {
             "command": command, "args": asdict(args), "max_steps": max_steps, "calibration": calibration,
             "model": {**MODEL, **(json.loads(args.model_overrides) if args.model_overrides else {})},
-            "methods": {m: METHODS[m] for m in args.methods}, "probe_train_samples": len(train_y),
+            "methods": {m: {k: getattr(model_config(m, args), k) for k in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff")} for m in args.methods},
+            "probe_train_samples": len(train_y),
             "probe_test_samples": len(test_y), "torch_threads": torch.get_num_threads(), "runs": runs,
         }
         with open(runs_path, "w") as f:
@@ -379,7 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
         json.dump({"command": command, "max_steps": max_steps, "wall_seconds_this_invocation": round(total, 1), "summary": summary}, f, indent=2)
     text = table(summary)
     header = (
-        f"Fashion-MNIST, {max_steps} pretraining steps of batch {args.batch_size} per run; probes on "
+        f"Fashion-MNIST, {max_steps} pretraining steps of batch {args.batch_size} per run, VICReg weight "
+        f"{args.vicreg_weight:g} (C-JEPA methods); probes on "
         f"{len(train_y)} train / {len(test_y)} test images; mean ± sample std over seeds.\n\n"
         f"Command: `{command}`\n\n"
     )
