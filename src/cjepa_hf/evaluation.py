@@ -305,19 +305,7 @@ def eval_image_processor(config: Any, pad_to: int | None = None) -> Any:
         return build_image_processor(config)
     if pad_to != config.image_size:
         raise ValueError(f"pad_to must equal the model's image_size ({config.image_size}) for a processor, got {pad_to}")
-    from transformers import BitImageProcessorPil
-
-    return BitImageProcessorPil(
-        do_resize=False,
-        do_center_crop=True,
-        crop_size={"height": config.image_size, "width": config.image_size},
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(IMAGENET_MEAN),
-        image_std=list(IMAGENET_STD),
-        do_convert_rgb=True,
-    )
+    return build_image_processor(config, resize=False)
 
 
 # ============================================================================ encoders

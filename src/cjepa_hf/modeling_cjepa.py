@@ -297,15 +297,17 @@ class CJEPAPreTrainedModel(PreTrainedModel):
             build_image_processor(self.config).save_pretrained(save_directory)
 
 
-def build_image_processor(config: CJEPAConfig, crop_pct: float = 0.875):
+def build_image_processor(config: CJEPAConfig, crop_pct: float = 0.875, resize: bool = True):
     """The evaluation preprocessing as a transformers image processor: resize the shorter
-    side to image_size / crop_pct (bicubic), center-crop image_size, ImageNet mean/std."""
+    side to floor(image_size / crop_pct) (bicubic, as `cjepa_hf.data.EvalTransform`),
+    center-crop image_size, ImageNet mean/std. `resize=False` only center-crops, which pads
+    a smaller image with black, centred (Fashion-MNIST 28 -> 32)."""
     from transformers import BitImageProcessorPil
     from transformers.image_utils import PILImageResampling
 
     return BitImageProcessorPil(
-        do_resize=True,
-        size={"shortest_edge": int(round(config.image_size / crop_pct))},
+        do_resize=resize,
+        size={"shortest_edge": int(config.image_size / crop_pct)},
         resample=PILImageResampling.BICUBIC,
         do_center_crop=True,
         crop_size={"height": config.image_size, "width": config.image_size},
