@@ -418,7 +418,6 @@ class CJEPAPredictor(nn.Module):
         )
         self.layernorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.predictor_proj = nn.Linear(width, config.hidden_size)
-        self.gradient_checkpointing = False
 
     def forward(
         self, context_tokens: torch.Tensor, context_indices: torch.Tensor, target_indices: torch.Tensor
@@ -548,15 +547,10 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
 
         `momentum` may be a 0-dim tensor on the parameters' device (the trainer passes 1.0 to
         skip a step after a non-finite loss without a host sync)."""
+        if not isinstance(momentum, torch.Tensor) and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
         target = list(self.target_encoder.parameters())
         context = list(self.context_encoder.parameters())
-        if isinstance(momentum, torch.Tensor):
-            delta = torch._foreach_sub(context, target)
-            torch._foreach_mul_(delta, 1.0 - momentum)
-            torch._foreach_add_(target, delta)
-            return
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
         torch._foreach_lerp_(target, context, 1.0 - momentum)
 
     def forward(
