@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
         with open(os.path.join(out, "pretrain_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         logger.info("done in %.0f s; target encoder in %s", wall, encoder_dir)
+    # Every rank waits for rank 0's exports, then the process group is torn down explicitly:
+    # a rank that exits with it still alive can abort in gloo's threads at interpreter exit.
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return summary
 
 

@@ -83,3 +83,5 @@ if __name__ == "__main__":
     if int(os.environ.get("RANK", "0")) == 0:
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)
+    torch.distributed.barrier()  # no rank exits with the process group alive (gloo can abort then)
+    torch.distributed.destroy_process_group()
