@@ -10,6 +10,9 @@ k-NN classifier. Methods (they differ only in the loss):
     ijepa   I-JEPA: vicreg_weight 0
     varcov  C-JEPA with the variance/covariance terms only: vicreg_sim_coeff 0
 
+A C-JEPA method may name its own beta after a colon ("cjepa:0.05"), so one invocation can
+compare several betas.
+
 Every method starts from the same initial weights and sees the same images and masks.
 
 Baselines on the same probe sets: the same encoder with random weights (one per seed) and
@@ -24,6 +27,9 @@ the raw normalised pixels. Writes, under --output_dir (default docs/results):
         --probe_train_samples 2000 --probe_test_samples 2000 --tag fmnist_smoke   # a smoke run
     python scripts/experiment_fmnist.py --minutes 10   # per-run budget: steps from a timed calibration
     python scripts/experiment_fmnist.py --vicreg_weight 0.1 --tag fmnist_beta0.1   # a stronger VICReg term
+    python scripts/experiment_fmnist.py --methods cjepa ijepa cjepa:0.05               # two betas side by side
+    # runs made by separate invocations (e.g. two processes on two cores), summarised together:
+    python scripts/experiment_fmnist.py --merge_runs docs/results/a_runs.json docs/results/b_runs.json --tag fmnist
 """
 
 from __future__ import annotations
@@ -75,6 +81,33 @@ METHOD_TITLES = {
     "random_init": "random-init encoder",
     "raw_pixels": "raw pixels",
 }
+
+
+def parse_method(name: str) -> tuple[str, float | None]:
+    """"cjepa" -> ("cjepa", None); "cjepa:0.05" -> ("cjepa", 0.05). Raises on unknown names."""
+    base, sep, beta_text = name.partition(":")
+    if base not in METHODS:
+        raise ValueError(f"unknown methods [{name!r}]; choose from {list(METHODS)}, optionally with ':beta' (e.g. 'cjepa:0.05')")
+    if not sep:
+        return base, None
+    if METHODS[base]["vicreg_weight"] == 0:
+        raise ValueError(f"method {name!r}: {base} has no VICReg term, so it takes no ':beta'")
+    try:
+        beta = float(beta_text)
+    except ValueError:
+        beta = float("nan")
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"method {name!r}: beta must be a finite number > 0, got {beta_text!r}")
+    return base, beta
+
+
+def method_title(method: str) -> str:
+    if method not in METHOD_TITLES and ":" in method:
+        base, beta = parse_method(method)
+        return f"{METHOD_TITLES[base]}, beta {beta:g}"
+    return METHOD_TITLES.get(method, method)
+
+
 LOG_KEYS = (
     "step", "loss", "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
     "target_feature_std", "target_effective_rank", "learning_rate",
@@ -111,11 +144,14 @@ class ExperimentArguments:
     tag: str = field(default="fmnist", metadata={"help": "Prefix of the result files."})
     work_dir: str = field(default="outputs/experiment_fmnist", metadata={"help": "Pretraining outputs (encoders)."})
     resume: bool = field(default=False, metadata={"help": "Keep the runs already in {tag}_runs.json and skip them."})
+    merge_runs: list[str] | None = field(
+        default=None,
+        metadata={"help": "Train nothing: summarise the runs of these {tag}_runs.json files (same step count) as {tag}."},
+    )
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        for method in self.methods:
+            parse_method(method)
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.vicreg_weight > 0:
@@ -136,9 +172,10 @@ class _StepTimer(TrainerCallback):
 
 def model_config(method: str, args: ExperimentArguments) -> CJEPAConfig:
     overrides = json.loads(args.model_overrides) if args.model_overrides else {}
-    objective = dict(METHODS[method])
+    base, beta = parse_method(method)
+    objective = dict(METHODS[base])
     if objective["vicreg_weight"] > 0:
-        objective["vicreg_weight"] = args.vicreg_weight
+        objective["vicreg_weight"] = args.vicreg_weight if beta is None else beta
     return CJEPAConfig(**{**MODEL, **overrides, **objective})
 
 
@@ -214,7 +251,9 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 def summarize(runs: list[dict]) -> dict[str, dict]:
     """Per method: number of seeds, and mean / std over seeds of each figure."""
     summary: dict[str, dict] = {}
-    for method in [*METHODS, "random_init", "raw_pixels"]:
+    baselines = ("random_init", "raw_pixels")
+    methods = [m for m in dict.fromkeys(r["method"] for r in runs) if m not in baselines]
+    for method in [*methods, *baselines]:
         group = [r for r in runs if r["method"] == method]
         if not group:
             continue
@@ -255,7 +294,7 @@ def table(summary: dict[str, dict]) -> str:
     rows = []
     for method, s in summary.items():
         rows.append([
-            METHOD_TITLES.get(method, method), len(s["seeds"]), _pm(s["linear_probe"], 100), _pm(s["knn_dino"], 100),
+            method_title(method), len(s["seeds"]), _pm(s["linear_probe"], 100), _pm(s["knn_dino"], 100),
             _pm(s["knn_majority"], 100), s["dims"], _pm(s["feature_std"], digits=4), _pm(s["effective_rank"]),
             _pm(s["effective_rank_centered"]), _pm(s.get("train_target_feature_std"), digits=4),
             _pm(s.get("train_target_effective_rank")),
@@ -276,8 +315,11 @@ def plot_curves(runs: list[dict], path: str) -> str:
         ("vicreg_covariance", "VICReg covariance term (unweighted)"),
         ("target_feature_std", "target feature std (L2-normalised)"), ("target_effective_rank", "target effective rank (RankMe)"),
     ]
-    colours = {"cjepa": "tab:blue", "ijepa": "tab:orange", "varcov": "tab:green"}
-    styles = {"cjepa": "-", "ijepa": "--", "varcov": ":"}  # curves may coincide: keep each visible
+    trained = list(dict.fromkeys(r["method"] for r in runs if r.get("log_history")))
+    palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    colours = {m: palette[i % len(palette)] for i, m in enumerate(trained)}
+    line_styles = ["-", "--", ":", "-."]  # curves may coincide: keep each visible
+    styles = {m: line_styles[i % len(line_styles)] for i, m in enumerate(trained)}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (key, title) in zip(axes.flat, panels):
         labelled = set()
@@ -288,7 +330,7 @@ def plot_curves(runs: list[dict], path: str) -> str:
                 continue
             method = run["method"]
             ax.plot(*zip(*points), color=colours.get(method), linestyle=styles.get(method, "-"), alpha=0.8, lw=1.5,
-                    label=None if method in labelled else METHOD_TITLES[method])
+                    label=None if method in labelled else method_title(method))
             labelled.add(method)
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -316,6 +358,8 @@ def main(argv: list[str] | None = None) -> dict:
     runs_path = os.path.join(args.output_dir, f"{args.tag}_runs.json")
     command = "python scripts/experiment_fmnist.py " + " ".join(shlex.quote(a) for a in argv)
     experiment_start = time.time()
+    if args.merge_runs:
+        return merge(args, command)
 
     runs: list[dict] = []
     if args.resume and os.path.exists(runs_path):
@@ -387,15 +431,19 @@ def main(argv: list[str] | None = None) -> dict:
         runs.append({"method": "raw_pixels", "seed": 0, **probe(train_pix.flatten(1), train_y, test_pix.flatten(1), test_y, args)})
         save()
 
+    return report(runs, args, command, max_steps, len(train_y), len(test_y), time.time() - experiment_start)
+
+
+def report(runs: list[dict], args: ExperimentArguments, command: str, max_steps: int, n_train: int, n_test: int, total: float) -> dict:
+    """Write {tag}_summary.json, {tag}_table.md and {tag}_curves.png; print the table."""
     summary = summarize(runs)
-    total = time.time() - experiment_start
     with open(os.path.join(args.output_dir, f"{args.tag}_summary.json"), "w") as f:
         json.dump({"command": command, "max_steps": max_steps, "wall_seconds_this_invocation": round(total, 1), "summary": summary}, f, indent=2)
     text = table(summary)
     header = (
         f"Fashion-MNIST, {max_steps} pretraining steps of batch {args.batch_size} per run, VICReg weight "
-        f"{args.vicreg_weight:g} (C-JEPA methods); probes on "
-        f"{len(train_y)} train / {len(test_y)} test images; mean ± sample std over seeds.\n\n"
+        f"{args.vicreg_weight:g} (C-JEPA methods without their own beta); probes on "
+        f"{n_train} train / {n_test} test images; mean ± sample std over seeds.\n\n"
         f"Command: `{command}`\n\n"
     )
     with open(os.path.join(args.output_dir, f"{args.tag}_table.md"), "w") as f:
@@ -403,8 +451,44 @@ def main(argv: list[str] | None = None) -> dict:
     if any(r.get("log_history") for r in runs):
         plot_curves(runs, os.path.join(args.output_dir, f"{args.tag}_curves.png"))
     print(header + text)
-    logger.info("experiment done in %.0f s; results in %s", total, args.output_dir)
+    logger.info("done in %.0f s; results in %s", total, args.output_dir)
     return summary
+
+
+def merge(args: ExperimentArguments, command: str) -> dict:
+    """Summarise runs made by several invocations (e.g. one process per core) as one experiment.
+
+    A bare C-JEPA method name from a file made with another --vicreg_weight than this
+    invocation's is renamed "name:beta", so runs with different betas never pool."""
+    runs, sources, steps, sizes = [], [], set(), set()
+    for path in args.merge_runs:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--merge_runs: no such file {path!r}")
+        with open(path) as f:
+            record = json.load(f)
+        steps.add(record["max_steps"])
+        sizes.add((record["probe_train_samples"], record["probe_test_samples"]))
+        beta = record["args"]["vicreg_weight"]
+        for run in record["runs"]:
+            if run["method"] in ("random_init", "raw_pixels"):
+                runs.append(run)
+                continue
+            base, own = parse_method(run["method"])
+            if own is None and METHODS[base]["vicreg_weight"] > 0 and beta != args.vicreg_weight:
+                run = {**run, "method": f"{base}:{beta:g}"}
+            runs.append(run)
+        sources.append({"path": path, "command": record["command"]})
+    if len(steps) > 1 or len(sizes) > 1:
+        raise ValueError(f"--merge_runs: the files differ in max_steps {sorted(steps)} or probe sizes {sorted(sizes)}")
+    seen = [(r["method"], r["seed"]) for r in runs]
+    duplicates = sorted({key for key in seen if seen.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"--merge_runs: (method, seed) pairs in more than one file: {duplicates}")
+    max_steps, (n_train, n_test) = steps.pop(), sizes.pop()
+    with open(os.path.join(args.output_dir, f"{args.tag}_runs.json"), "w") as f:
+        json.dump({"command": command, "merged_from": sources, "max_steps": max_steps, "runs": runs}, f, indent=1)
+    command += "  (runs made by: " + "; ".join(f"`{s['command']}`" for s in sources) + ")"
+    return report(runs, args, command, max_steps, n_train, n_test, 0.0)
 
 
 if __name__ == "__main__":

@@ -385,3 +385,59 @@ def test_experiment_summary_and_table():
     assert "| raw pixels | 1 | 81.00 | 78.00 |" in text
     with pytest.raises(ValueError, match="unknown methods"):
         experiment.ExperimentArguments(methods=["vicreg"])
+
+
+def test_experiment_methods_with_their_own_beta():
+    experiment = load_script("experiment_fmnist")
+    args = experiment.ExperimentArguments(methods=["cjepa", "ijepa", "cjepa:0.05"])
+    assert experiment.model_config("cjepa", args).vicreg_weight == 0.001
+    assert experiment.model_config("ijepa", args).vicreg_weight == 0.0
+    strong = experiment.model_config("cjepa:0.05", args)
+    assert (strong.vicreg_weight, strong.vicreg_sim_coeff) == (0.05, 25.0)
+    varcov = experiment.model_config("varcov:0.2", args)
+    assert (varcov.vicreg_weight, varcov.vicreg_sim_coeff) == (0.2, 0.0)
+    assert experiment.method_title("cjepa:0.05") == "C-JEPA (inv + var + cov), beta 0.05"
+    for bad, message in [
+        ("ijepa:0.1", "ijepa has no VICReg term"), ("cjepa:x", "beta must be a finite number > 0, got 'x'"),
+        ("cjepa:0", "beta must be a finite number > 0, got '0'"), ("vicreg:0.1", "unknown methods"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            experiment.ExperimentArguments(methods=[bad])
+
+
+def test_experiment_merges_runs_of_separate_invocations(tmp_path):
+    experiment = load_script("experiment_fmnist")
+
+    def run(method, seed, lp):
+        return {
+            "method": method, "seed": seed, "linear_probe": {"accuracy": lp}, "knn": {"dino": lp, "majority": lp},
+            "feature_stats": {"feature_std": 0.01, "effective_rank": 2.0, "effective_rank_centered": 9.0, "dims": 96},
+        }
+
+    def write(name, beta, runs, steps=50):
+        record = {"command": f"cmd {name}", "args": {"vicreg_weight": beta}, "max_steps": steps,
+                  "probe_train_samples": 100, "probe_test_samples": 40, "runs": runs}
+        path = tmp_path / f"{name}_runs.json"
+        path.write_text(json.dumps(record))
+        return str(path)
+
+    a = write("a", 0.001, [run("cjepa", 0, 0.70), run("ijepa", 0, 0.60), run("raw_pixels", 0, 0.80)])
+    b = write("b", 0.05, [run("cjepa", 0, 0.75), run("cjepa:0.2", 0, 0.65)])
+    summary = experiment.main(["--merge_runs", a, b, "--tag", "merged", "--output_dir", str(tmp_path)])
+    # b's bare "cjepa" was made with beta 0.05: it is kept apart from a's paper-beta runs.
+    assert list(summary) == ["cjepa", "ijepa", "cjepa:0.05", "cjepa:0.2", "raw_pixels"]
+    assert summary["cjepa"]["linear_probe"]["mean"] == pytest.approx(0.70)
+    assert summary["cjepa:0.05"]["linear_probe"]["mean"] == pytest.approx(0.75)
+    text = (tmp_path / "merged_table.md").read_text()
+    assert "50 pretraining steps" in text and "100 train / 40 test" in text and "`cmd b`" in text
+    assert "| C-JEPA (inv + var + cov), beta 0.05 | 1 | 75.00 |" in text
+    merged = json.loads((tmp_path / "merged_runs.json").read_text())
+    assert len(merged["runs"]) == 5 and [s["path"] for s in merged["merged_from"]] == [a, b]
+
+    with pytest.raises(ValueError, match=r"pairs in more than one file: \[\('cjepa', 0\), \('ijepa', 0\), \('raw_pixels', 0\)\]"):
+        experiment.main(["--merge_runs", a, a, "--tag", "dup", "--output_dir", str(tmp_path)])
+    c = write("c", 0.001, [run("varcov", 0, 0.7)], steps=60)
+    with pytest.raises(ValueError, match=r"differ in max_steps \[50, 60\]"):
+        experiment.main(["--merge_runs", a, c, "--tag", "bad", "--output_dir", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        experiment.main(["--merge_runs", str(tmp_path / "missing.json"), "--tag", "x", "--output_dir", str(tmp_path)])
