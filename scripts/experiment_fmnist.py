@@ -110,7 +110,7 @@ def method_title(method: str) -> str:
 
 LOG_KEYS = (
     "step", "loss", "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
-    "target_feature_std", "target_effective_rank", "learning_rate",
+    "target_feature_std", "target_effective_rank", "target_effective_rank_centered", "learning_rate",
 )
 
 

@@ -133,6 +133,8 @@ def test_logged_schedules_match_formulas(tmp_path, tiny_config):
         assert h["ema_momentum"] == pytest.approx(momentum_at(s, 4))
         assert h["loss"] == pytest.approx(h["jepa_loss"] + 0.001 * h["vicreg_loss"], rel=1e-5)
         assert h["target_effective_rank"] >= 1.0 and h["target_feature_std"] >= 0.0
+        # 4 images: the centred features have at most 3 non-zero singular values
+        assert 1.0 <= h["target_effective_rank_centered"] <= 3.01
         assert h["skipped_records"] == 0 and h["nonfinite_steps"] == 0
 
 

@@ -39,7 +39,10 @@ def plot_training_curves(log_history: Sequence[dict], path: str | os.PathLike, t
         ax.legend()
     axes[1, 0].plot(steps, series("target_feature_std"))
     axes[1, 0].set_title("target feature std (L2-normalised, mean over dims)")
-    axes[1, 1].plot(steps, series("target_effective_rank"))
+    axes[1, 1].plot(steps, series("target_effective_rank"), label="raw")
+    if any("target_effective_rank_centered" in h for h in logs):
+        axes[1, 1].plot(steps, series("target_effective_rank_centered"), label="centred")
+        axes[1, 1].legend()
     axes[1, 1].set_title("target effective rank (RankMe)")
     for ax in axes.flat:
         ax.set_xlabel("step")

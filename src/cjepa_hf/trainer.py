@@ -413,8 +413,12 @@ class CJEPATrainer(Trainer):
                 if torch.isfinite(features).all():
                     logs["target_feature_std"] = feature_std(features).item()
                     logs["target_effective_rank"] = effective_rank(features).item()
+                    # Mean-pooled features share a large mean direction that dominates the raw
+                    # RankMe even at random init; the centred rank shows the spread around it.
+                    logs["target_effective_rank_centered"] = effective_rank(features - features.mean(dim=0)).item()
                 else:  # the batch of a skipped non-finite step
-                    logs["target_feature_std"] = logs["target_effective_rank"] = float("nan")
+                    for key in ("target_feature_std", "target_effective_rank", "target_effective_rank_centered"):
+                        logs[key] = float("nan")
         super().log(logs, start_time)
 
     def _check_nonfinite(self) -> None:
