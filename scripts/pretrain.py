@@ -22,6 +22,7 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
+from cjepa_hf.modeling_cjepa import build_image_processor
 from cjepa_hf.data import build_pretrain_dataset
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.plotting import plot_training_curves
@@ -101,7 +102,14 @@ def main(argv: list[str] | None = None) -> dict:
         token=data_args.token,
     )
     collator = MaskCollator(config, seed=training_args.seed, rank=rank)
-    trainer = CJEPATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator)
+    # The preprocessing every saved folder (checkpoints, the export) carries for AutoImageProcessor
+    # users: images that training padded to the model's size (Fashion-MNIST 28 -> 32) are padded,
+    # not resized; others are resized and centre-cropped.
+    padded = dataset.decode_transform.pad_to == config.image_size
+    processor = build_image_processor(config, resize=not padded)
+    trainer = CJEPATrainer(
+        model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=processor,
+    )
 
     start = time.time()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         out = training_args.output_dir
         encoder_dir = os.path.join(out, "encoder")
         model.target_encoder.save_pretrained(encoder_dir)  # what AutoModel users get
+        processor.save_pretrained(encoder_dir)
         write_card(encoder_dir, config, training_args, data_args, trainer.state.log_history)
         logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
         if logs:

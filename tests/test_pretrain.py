@@ -62,6 +62,17 @@ def test_pretrain_script_end_to_end(tmp_path):
     assert torch.equal(encoder.layers[0].attention.qkv.weight, saved["target_encoder.layers.0.attention.qkv.weight"])
     card = ModelCard.load(out / "encoder" / "README.md")
     assert card.data.pipeline_tag == "image-feature-extraction"
+    # Fashion-MNIST was padded 28 -> 32 in training: the saved processors pad it the same way.
+    from transformers import AutoImageProcessor
+
+    from cjepa_hf.data import load_fashion_mnist
+    from cjepa_hf.evaluation import ClassificationTransform
+
+    image = load_fashion_mnist("test")[0]["image"]
+    expected = ClassificationTransform(32, train=False, pad_to=32)(image)
+    for folder in (out / "encoder", out / "checkpoint-40"):
+        processed = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="pt")["pixel_values"][0]
+        torch.testing.assert_close(processed, expected, atol=1e-4, rtol=0)
 
 
 def test_streaming_resume_is_exact(tmp_path):
