@@ -414,3 +414,31 @@ def test_push_to_hub_script(tmp_path, tiny_run, monkeypatch, capsys):
     rc = script.main(["--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "c"), "--repo-id", "me/c"])
     assert rc == 2 and "no config.json" in capsys.readouterr().err
 
+
+
+def test_model_cards_dir_in_checkout_wheel_install_and_env(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from cjepa_hf import hub
+
+    repo_cards = Path(__file__).resolve().parents[1] / "model_cards"
+    monkeypatch.delenv(hub.MODEL_CARDS_ENV, raising=False)
+    assert hub.model_cards_dir() == repo_cards  # a checkout / editable install
+    # A wheel install: no repository around the package; setup.cfg's data_files put the
+    # template and variants under <prefix>/share/cjepa-hf/model_cards.
+    monkeypatch.setattr(hub, "__file__", str(tmp_path / "site-packages" / "cjepa_hf" / "hub.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    with pytest.raises(FileNotFoundError, match="set CJEPA_MODEL_CARDS_DIR"):
+        hub.model_cards_dir()
+    shared = tmp_path / "prefix" / "share" / "cjepa-hf" / "model_cards"
+    shutil.copytree(repo_cards, shared)
+    assert hub.model_cards_dir() == shared
+    assert set(hub.load_variants()) == set(json.loads((repo_cards / "variants.json").read_text())) - {
+        k for k in json.loads((repo_cards / "variants.json").read_text()) if k.startswith("_")
+    }
+    own = tmp_path / "own"
+    monkeypatch.setenv(hub.MODEL_CARDS_ENV, str(own))
+    assert hub.model_cards_dir() == own
+    with pytest.raises(FileNotFoundError, match="no model-card variants file"):
+        hub.load_variants()

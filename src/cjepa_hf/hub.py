@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,10 +39,28 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from .configuration_cjepa import CJEPAConfig
 from .modeling_cjepa import IMAGENET_MEAN, IMAGENET_STD, REMOTE_CODE_FILES, CJEPAModel, build_image_processor
 
-# model_cards/ sits at the repository root, next to src/.
-MODEL_CARDS_DIR = Path(__file__).resolve().parents[2] / "model_cards"
 TEMPLATE_NAME = "cjepa_model_card.md"
 VARIANTS_NAME = "variants.json"
+MODEL_CARDS_ENV = "CJEPA_MODEL_CARDS_DIR"
+
+
+def model_cards_dir() -> Path:
+    """Where the card template and variants live: $CJEPA_MODEL_CARDS_DIR if set; else
+    `model_cards/` at the repository root (a checkout or an editable install); else the copy
+    a wheel installs under `<prefix>/share/cjepa-hf/model_cards` (setup.cfg `data_files`)."""
+    if os.environ.get(MODEL_CARDS_ENV):
+        return Path(os.environ[MODEL_CARDS_ENV])
+    candidates = [
+        Path(__file__).resolve().parents[2] / "model_cards",
+        Path(sys.prefix) / "share" / "cjepa-hf" / "model_cards",
+    ]
+    for folder in candidates:
+        if (folder / TEMPLATE_NAME).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no model-card template {TEMPLATE_NAME!r} in any of {[os.fspath(c) for c in candidates]}; "
+        f"set {MODEL_CARDS_ENV} to a folder holding {TEMPLATE_NAME} and {VARIANTS_NAME}"
+    )
 
 LIBRARY_NAME = "transformers"
 PIPELINE_TAG = "image-feature-extraction"
@@ -81,7 +100,7 @@ _SECRET_MARKERS = ("token", "password", "secret", "credential")
 def load_variants(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """The release family from `model_cards/variants.json`: name -> title, family
     ("cjepa" | "ijepa"), preset, licence, tags, base model, datasets, summary."""
-    path = Path(path) if path is not None else MODEL_CARDS_DIR / VARIANTS_NAME
+    path = Path(path) if path is not None else model_cards_dir() / VARIANTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no model-card variants file at {os.fspath(path)!r}")
     with open(path, encoding="utf-8") as f:
@@ -384,7 +403,7 @@ def render_model_card(
     else:
         encoder_description = "the EMA target encoder of a C-JEPA pretraining run"
 
-    path = Path(template_path) if template_path is not None else MODEL_CARDS_DIR / TEMPLATE_NAME
+    path = Path(template_path) if template_path is not None else model_cards_dir() / TEMPLATE_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no model-card template at {os.fspath(path)!r}")
     return ModelCard.from_template(
@@ -605,7 +624,8 @@ def push_release(
 
 
 __all__ = [
-    "MODEL_CARDS_DIR",
+    "MODEL_CARDS_ENV",
+    "model_cards_dir",
     "RELEASE_FILES",
     "PushedRelease",
     "export_release",
