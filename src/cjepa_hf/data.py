@@ -245,7 +245,7 @@ def random_resized_crop_params(
     return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
 
 
-class _Normalize:
+class NormalizeToTensor:
     """uint8 HWC RGB PIL image -> float32 (C, H, W) tensor, (x / 255 - mean) / std."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -328,7 +328,7 @@ class PretrainTransform:
     ) -> None:
         self.image_size = int(image_size)
         self.crop = RandomResizedCrop(image_size, scale, ratio, interpolation)
-        self.normalize = _Normalize(mean, std)
+        self.normalize = NormalizeToTensor(mean, std)
 
     @property
     def draft_size(self) -> int:
@@ -358,7 +358,7 @@ class EvalTransform:
         self.resize_to = int(math.floor(image_size / crop_pct))
         self.interpolation = interpolation
         self._resample = _resample(interpolation)
-        self.normalize = _Normalize(mean, std)
+        self.normalize = NormalizeToTensor(mean, std)
 
     @property
     def draft_size(self) -> int:
@@ -852,8 +852,9 @@ def _resolve_columns(
     return image_column, label_column
 
 
-def _auto_pad_to(source: str, image_size: int, patch_size: int) -> int | None:
-    # Fashion-MNIST is 28x28: pad (rather than upscale) when the border is at most one patch.
+def auto_pad_to(source: str, image_size: int, patch_size: int) -> int | None:
+    """The size to pad `source`'s images to, or None to resize them: Fashion-MNIST (28 x 28)
+    is padded to `image_size` (not upscaled) when that adds at most one patch on each side."""
     if _is_fashion_mnist(source) and 0 <= image_size - 28 <= 2 * patch_size:
         return image_size
     return None
@@ -932,7 +933,7 @@ def build_pretrain_dataset(
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
 
     if pad_to is None:
-        pad_to = _auto_pad_to(source, image_size, patch_size)
+        pad_to = auto_pad_to(source, image_size, patch_size)
     if train:
         transform: Callable[..., torch.Tensor] = PretrainTransform(
             image_size, scale, ratio, interpolation or "bilinear"
@@ -989,9 +990,11 @@ __all__ = [
     "BadRecordCounter",
     "DecodeTransform",
     "EvalTransform",
+    "NormalizeToTensor",
     "PretrainImageStream",
     "PretrainTransform",
     "RandomResizedCrop",
+    "auto_pad_to",
     "build_pretrain_dataset",
     "decode_image",
     "load_fashion_mnist",

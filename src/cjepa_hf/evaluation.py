@@ -36,9 +36,9 @@ from .data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     EvalTransform,
+    NormalizeToTensor,
     RandomResizedCrop,
-    _auto_pad_to,
-    _Normalize,
+    auto_pad_to,
     load_fashion_mnist,
     pad_to_size,
     to_rgb,
@@ -221,7 +221,7 @@ def default_pad_to(dataset_name: str | None, image_size: int, patch_size: int) -
     upscaled: the rule pretraining uses (`cjepa_hf.data`)."""
     if dataset_name is None or not is_fashion_mnist(dataset_name):
         return None
-    return _auto_pad_to("fashion_mnist", image_size, patch_size)
+    return auto_pad_to("fashion_mnist", image_size, patch_size)
 
 
 class ClassificationTransform:
@@ -254,7 +254,7 @@ class ClassificationTransform:
         self.hflip = hflip
         if train:
             self.crop = RandomResizedCrop(image_size, scale=scale)
-            self.normalize = _Normalize(mean, std)
+            self.normalize = NormalizeToTensor(mean, std)
         else:
             self.eval_transform = EvalTransform(image_size, crop_pct=1.0 if pad_to == image_size else crop_pct, mean=mean, std=std)
 
