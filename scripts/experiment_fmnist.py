@@ -183,9 +183,9 @@ def pretrain(method: str, seed: int, max_steps: int, args: ExperimentArguments, 
     """Pretrain one model; returns (model, training logs, wall seconds)."""
     config = model_config(method, args)
     set_seed(seed)
-    # Every method starts from the same weights: those of the C-JEPA model built with this seed.
-    # (Building a model without the VICReg projector would leave the RNG elsewhere when the
-    # predictor is initialised, so I-JEPA would otherwise start from another predictor.)
+    # Every method starts from the same weights: those of the C-JEPA model built with this seed
+    # (a seed gives every method the same encoder and predictor; loading them makes it explicit
+    # and checks it).
     reference = CJEPAForPreTraining(model_config("cjepa", args)).state_dict()
     model = CJEPAForPreTraining(config)
     missing, unexpected = model.load_state_dict(reference, strict=False)

@@ -267,3 +267,17 @@ def test_trust_remote_code_without_the_package(tmp_path, tiny_config):
     with torch.no_grad():
         expected = model.target_encoder.eval()(x).pooler_output
     assert_loads_without_package(folder, x, expected, tmp_path)
+
+
+def test_seeded_init_does_not_depend_on_the_projector():
+    # I-JEPA (no projector) and C-JEPA built from one seed start from the same encoder and predictor.
+    torch.manual_seed(0)
+    with_projector = CJEPAForPreTraining(CJEPAConfig(**{**TINY, "vicreg_weight": 0.001})).state_dict()
+    torch.manual_seed(0)
+    without = CJEPAForPreTraining(CJEPAConfig(**{**TINY, "vicreg_weight": 0.0})).state_dict()
+    assert set(with_projector) - set(without) == {k for k in with_projector if k.startswith("projector.")}
+    for key, value in without.items():
+        assert torch.equal(value, with_projector[key]), key
+    torch.manual_seed(1)
+    other = CJEPAForPreTraining(CJEPAConfig(**{**TINY, "vicreg_weight": 0.0})).state_dict()
+    assert not torch.equal(other["predictor.predictor_embed.weight"], without["predictor.predictor_embed.weight"])

@@ -520,7 +520,11 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         self.context_encoder = CJEPAModel(config)
         self.target_encoder = CJEPAModel(config)
         self.predictor = CJEPAPredictor(config)
-        self.projector = CJEPAProjector(config) if config.vicreg_weight > 0 else None
+        # post_init re-initialises every module, the projector last; its construction-time
+        # draws are discarded, so they are taken from a forked RNG: the encoder and predictor
+        # a seed gives do not depend on whether the model has a projector (I-JEPA vs C-JEPA).
+        with torch.random.fork_rng(devices=[]):
+            self.projector = CJEPAProjector(config) if config.vicreg_weight > 0 else None
         self.post_init()
         self.target_encoder.load_state_dict(self.context_encoder.state_dict())
         self.freeze_target_encoder()
