@@ -614,3 +614,48 @@ def test_arrow_save_to_disk_folders_and_split_files(tmp_path):
         assert sorted(e["label"] for e in stream) == expected
     with pytest.raises(ValueError, match="no .parquet file for split 'test'"):
         data.build_pretrain_dataset(str(folder), image_size=IMAGE_SIZE, patch_size=PATCH, split="test")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_at_continues_an_epoch_without_repeats_or_losses(bad_records_dir, tiny_config, num_workers):
+    """Records per worker counted as CJEPATrainer counts them (batch size + num_skipped,
+    to the batch's data_worker); a fresh stream resumed there delivers exactly the rest of
+    the epoch, and with one reader the very same examples, crops included."""
+    masking = pytest.importorskip("cjepa_hf.masking")
+    root, kinds = bad_records_dir
+
+    def stream():
+        s = data.build_pretrain_dataset(root, image_size=tiny_config.image_size, patch_size=tiny_config.patch_size,
+                                        shuffle_buffer=4, seed=5)
+        s.set_epoch(1)
+        return s
+
+    def loader(s):
+        return data.pretrain_dataloader(s, masking.MaskCollator(tiny_config), batch_size=2,
+                                        num_workers=num_workers, drop_last=False)
+
+    full = list(loader(stream()))
+    assert sum(int(b["num_skipped"]) for b in full) == NUM_BAD
+    taken = 3
+    records = [0] * max(num_workers, 1)
+    for batch in full[:taken]:
+        records[int(batch["data_worker"])] += len(batch["labels"]) + int(batch["num_skipped"])
+    resumed_stream = stream()
+    resumed_stream.resume_at(1, records)
+    rest = list(loader(resumed_stream))
+    seen = [int(x) for b in full[:taken] + rest for x in b["labels"]]
+    assert sorted(seen) == _good_ids(kinds)  # nothing repeated, nothing lost
+    assert sum(int(b["num_skipped"]) for b in full[:taken] + rest) == NUM_BAD
+    if num_workers == 0:
+        assert [b["labels"].tolist() for b in rest] == [b["labels"].tolist() for b in full[taken:]]
+        assert all(torch.equal(a["pixel_values"], b["pixel_values"]) for a, b in zip(rest, full[taken:]))
+    # The skip applies to the resumed epoch only; a wrong worker count is an error.
+    resumed_stream.set_epoch(2)
+    assert resumed_stream._resume is None
+    with pytest.raises(ValueError, match="one count >= 0 per DataLoader worker"):
+        resumed_stream.resume_at(1, [])
+    if num_workers == 2:
+        wrong = stream()
+        wrong.resume_at(1, [1, 1, 1])
+        with pytest.raises(ValueError, match="for 3 DataLoader worker"):
+            list(loader(wrong))

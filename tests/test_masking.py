@@ -355,7 +355,8 @@ def test_collator_output():
         {"pixel_values": torch.randn(3, 224, 224), "label": 9, "num_skipped": 5},
     ]
     batch = collator(examples)
-    assert set(batch) == {"pixel_values", "context_indices", "target_indices", "labels", "num_skipped"}
+    assert set(batch) == {"pixel_values", "context_indices", "target_indices", "labels", "num_skipped", "data_worker"}
+    assert batch["data_worker"].dtype == torch.long and int(batch["data_worker"]) == 0  # no DataLoader worker
     assert batch["pixel_values"].shape == (3, 3, 224, 224) and batch["pixel_values"].dtype == torch.float32
     assert torch.equal(batch["pixel_values"][1], examples[1]["pixel_values"])
     assert batch["context_indices"].dtype == torch.long and batch["context_indices"].shape[0] == 3

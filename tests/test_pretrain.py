@@ -89,12 +89,45 @@ def test_streaming_resume_is_exact(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa if k.startswith("target_encoder."))
 
 
+def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
+    """40 images, batch 8: 5 steps per epoch; the checkpoint at step 7 is 2 batches into
+    epoch 1. The resumed run seeks the stream there (no replay of epoch 0) and logs the
+    same losses as the uninterrupted run."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "images" / f"c{c}").mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(tmp_path / "images" / f"c{c}" / f"{i}.png")
+
+    def args(out, *extra):
+        return [*_args(out, 12, "--save_steps", "7", "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
+                "--dataset", str(tmp_path / "images"), *extra]
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run([sys.executable, SCRIPT, *args(full)])
+    state = json.loads((full / "checkpoint-7" / "cjepa_state.json").read_text())
+    assert state["data"] == {"epoch": 1, "batches": 2, "world_size": 1, "num_workers": 1, "records": [[16]]}
+    shutil.copytree(full / "checkpoint-7", resumed / "checkpoint-7")
+    _run([sys.executable, SCRIPT, *args(resumed, "--resume_from_checkpoint", "latest")])
+    a, b = _logs(full), _logs(resumed)
+    assert [h["step"] for h in b] == list(range(1, 13))
+    for x, y in zip(a[7:], b[7:]):
+        for key in ("loss", "jepa_loss", "vicreg_loss"):
+            assert abs(x[key] - y[key]) <= 1e-6, (x["step"], key, x[key], y[key])
+
+
 def test_pretrain_script_on_two_processes(tmp_path):
     out = tmp_path / "ddp"
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "--main_process_port", "29519", SCRIPT, *_args(out, 6)])
+          "--dynamo_backend", "no", "--main_process_port", "29519", SCRIPT, *_args(out, 6, "--save_steps", "3")])
     logs = _logs(out)
     assert len(logs) == 6 and all(h["vicreg_variance"] > 0 for h in logs)
+    # Each rank's stream position, gathered into the checkpoint: 3 batches of 32 per rank.
+    state = json.loads((out / "checkpoint-3" / "cjepa_state.json").read_text())
+    assert state["data"] == {"epoch": 0, "batches": 3, "world_size": 2, "num_workers": 1, "records": [[96], [96]]}
     args = json.loads((out / "training_args.json").read_text())
     assert args["use_cpu"] is True  # set automatically without CUDA, so DDP wraps the model

@@ -510,8 +510,14 @@ class PretrainImageStream(torch.utils.data.IterableDataset):
     (`split_dataset_by_node`) and shuffled; when iterated inside a DataLoader worker it
     gives that worker its share of the shards. Decoding and augmentation happen here, in
     the worker. Crop randomness comes from a `torch.Generator` seeded from
-    (seed, rank, worker id, epoch): reproducible, different across workers, processes and
-    epochs. `set_epoch` reshuffles (shard order and buffer) and re-seeds the crops.
+    (seed, rank, worker id, epoch, record index): reproducible, different across workers,
+    processes and epochs, and independent of the records before it, so a resumed stream
+    crops exactly as the uninterrupted one. `set_epoch` reshuffles (shard order and buffer)
+    and re-seeds the crops.
+
+    `resume_at(epoch, records)` continues an interrupted epoch: worker w (of as many workers
+    as `records` has entries) passes over its first `records[w]` records without decoding
+    them. `CJEPATrainer` records those counts in its checkpoints.
 
     Bad records are skipped and counted (see the module docstring); one good example is
     held back so that bad records at the end of the stream ride on the last good one.
@@ -540,10 +546,22 @@ class PretrainImageStream(torch.utils.data.IterableDataset):
         self.rank = int(rank)
         self.counter = counter
         self.max_consecutive_bad = max_consecutive_bad
+        self._resume: tuple[int, tuple[int, ...]] | None = None
 
     # -- datasets-like surface: Trainer / accelerate call set_epoch on the dataset
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
+        if self._resume is not None and self._resume[0] != epoch:
+            self._resume = None  # a resumed epoch is skipped into once
+
+    def resume_at(self, epoch: int, records: Sequence[int]) -> None:
+        """Start at `epoch`, with worker w of len(records) workers (one entry: no workers)
+        skipping its first records[w] records, good or bad, undecoded."""
+        records = tuple(int(r) for r in records)
+        if not records or any(r < 0 for r in records):
+            raise ValueError(f"records must be one count >= 0 per DataLoader worker (or one without workers), got {records}")
+        self.set_epoch(epoch)
+        self._resume = (int(epoch), records)
 
     @property
     def epoch(self) -> int:
@@ -582,13 +600,26 @@ class PretrainImageStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = torch.utils.data.get_worker_info()
         worker_id = worker.id if worker is not None else 0
+        num_workers = worker.num_workers if worker is not None else 1
         generator = torch.Generator()
-        generator.manual_seed(_mix_seed(self.seed, self.rank, worker_id, self.epoch))
+        base_seed = _mix_seed(self.seed, self.rank, worker_id, self.epoch)
         counter = self._counter()
         pending: dict[str, Any] | None = None
         skipped = 0  # bad records since the last good example
         consecutive_bad = 0
-        for record in self._records(worker):
+        records: Iterator[dict[str, Any]] = self._records(worker)
+        start = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            counts = self._resume[1]
+            if len(counts) != num_workers:
+                raise ValueError(
+                    f"resume_at was given record counts for {len(counts)} DataLoader worker(s) but this stream is "
+                    f"read by {num_workers}; use the same dataloader_num_workers as the interrupted run"
+                )
+            start = counts[worker_id]
+            records = itertools.islice(records, start, None)  # undecoded: cheap
+        for index, record in enumerate(records, start):
+            generator.manual_seed((base_seed + index * 0x9E3779B97F4A7C15) % 2**63)
             try:
                 pixel_values = self.decode_transform(record.get(self.image_column), generator)
             except BadRecord as error:

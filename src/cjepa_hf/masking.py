@@ -431,7 +431,9 @@ class MaskCollator:
         """Collate examples {"pixel_values": (C, H, W) float, optional "label"/"labels": int,
         optional "num_skipped": int} into
         {"pixel_values": (B, C, H, W), "context_indices": (B, Kc) long, "target_indices": (B, M, Kt)
-        long, "labels": (B,) long if the examples have labels, "num_skipped": () long}."""
+        long, "labels": (B,) long if the examples have labels, "num_skipped": () long, "data_worker": ()
+        long}. "data_worker" is the DataLoader worker that collated the batch (0 without workers):
+        `CJEPATrainer` counts each worker's records with it, to resume a stream exactly."""
         if not examples:
             raise ValueError("MaskCollator needs at least one example, got an empty list")
         pixel_values = torch.stack([torch.as_tensor(ex["pixel_values"]) for ex in examples])  # (B, C, H, W)
@@ -456,6 +458,8 @@ class MaskCollator:
                 raise ValueError("either every example or none must have a 'label'/'labels' entry")
             batch["labels"] = torch.tensor([int(ex[key]) for ex, key in zip(examples, label_keys)], dtype=torch.long)
         batch["num_skipped"] = torch.tensor(sum(int(ex.get("num_skipped", 0)) for ex in examples), dtype=torch.long)
+        info = torch.utils.data.get_worker_info()
+        batch["data_worker"] = torch.tensor(info.id if info is not None else 0, dtype=torch.long)
         return batch
 
 

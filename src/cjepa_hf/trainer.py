@@ -282,6 +282,12 @@ class CJEPATrainer(Trainer):
         self._current: dict[str, float] = {}
         self._epoch = 0
         self._start_position = 0
+        # Where an iterable dataset stands in its current epoch: batches taken and, per
+        # DataLoader worker (round-robin), records consumed (good ones + the bad ones skipped).
+        self._epoch_batches = 0
+        self._epoch_records = torch.zeros(self._stream_workers(), dtype=torch.long, device=device)
+        self._resume_records: list[int] | None = None
+        self._resume_checkpoint: str | None = None
         self.add_callback(_CJEPACallback(self))
 
     # ---------------------------------------------------------------- optimizer and schedule
@@ -329,24 +335,67 @@ class CJEPATrainer(Trainer):
             persistent_workers=False,  # workers must see the collator's epoch each epoch
         )
 
+    def _stream_workers(self) -> int:
+        return max(self.args.dataloader_num_workers, 1)
+
     def _begin_epoch(self) -> None:
         """Tell the dataset and the mask collator which epoch starts (before workers are created)."""
         epoch, position = self._epoch, self._start_position
+        records = self._resume_records
         for obj in (self.train_dataset, self.data_collator):
             if obj is self.data_collator and hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch, start_position=position)
+            elif records is not None and hasattr(obj, "resume_at"):
+                obj.resume_at(epoch, records)
             elif hasattr(obj, "set_epoch") and _is_iterable(obj):
                 obj.set_epoch(epoch)
+        self._epoch_batches = position
+        self._epoch_records = torch.tensor(
+            records or [0] * self._stream_workers(), dtype=torch.long, device=self._epoch_records.device
+        )
+        if self._resume_checkpoint is not None:
+            # Trainer restores the RNG state only when it replays the data itself.
+            self._load_rng_state(self._resume_checkpoint)
         self._epoch, self._start_position = epoch + 1, 0
+        self._resume_records = self._resume_checkpoint = None
+
+    def _count_batch(self, batch_size: int, skipped: torch.Tensor | None, worker: torch.Tensor | None) -> None:
+        """Account a training batch's records to the DataLoader worker that produced it
+        (the batch's "data_worker"; without one, round-robin order is assumed). No host sync."""
+        records = self._epoch_records
+        if worker is None:
+            worker = torch.tensor(self._epoch_batches % records.numel())
+        count = torch.full((1,), batch_size, dtype=torch.long, device=records.device)
+        if skipped is not None:
+            count += skipped.to(records.device)
+        records.index_add_(0, worker.reshape(1).to(records.device).clamp_(0, records.numel() - 1), count)
+        self._epoch_batches += 1
+
+    def _resume_stream(self, checkpoint: str, data: dict | None) -> bool:
+        """Position an iterable dataset where the checkpoint left it: the data epoch, the mask
+        positions and, per worker, the records to pass over undecoded. Returns False when
+        Trainer's own replay must be used (a checkpoint without the data position)."""
+        if data is None:
+            logger.warning("%s has no data position (an older checkpoint): Trainer replays the stream from its start", checkpoint)
+            self._epoch, self._start_position = 0, 0
+            return False
+        rank, world = self.args.process_index, self.args.world_size
+        self._epoch, self._resume_checkpoint = int(data["epoch"]), checkpoint
+        if data["world_size"] != world or data["num_workers"] != self._stream_workers():
+            logger.warning(
+                "checkpoint %s was written by %d process(es) with %d stream worker(s) each, this run has %d and %d: "
+                "resuming at the start of data epoch %d (part of that epoch is seen again)",
+                checkpoint, data["world_size"], data["num_workers"], world, self._stream_workers(), self._epoch,
+            )
+            self._start_position, self._resume_records = 0, None
+            return True
+        self._start_position, self._resume_records = int(data["batches"]), [int(r) for r in data["records"][rank]]
+        return True
 
     def _resume_position(self, global_step: int) -> None:
-        """Where the data and the masks stand after `global_step` optimizer steps. Iterable
-        datasets are replayed from the start of the epoch by Trainer (the collator sees every
-        skipped batch, so it starts at 0); map-style ones skip batches in the sampler, so the
-        collator starts at the number of skipped batches."""
-        if _is_iterable(self.train_dataset):
-            self._epoch, self._start_position = 0, 0
-            return
+        """Where the data and the masks stand after `global_step` optimizer steps, for map-style
+        datasets: Trainer skips batches in the sampler, so the collator starts at the number of
+        skipped batches. (Iterable datasets: `_resume_stream`.)"""
         steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
         self._epoch = global_step // steps_per_epoch
         self._start_position = (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps
@@ -357,23 +406,40 @@ class CJEPATrainer(Trainer):
             if found is None:
                 raise CorruptCheckpointError(f"no valid checkpoint to resume from in {self.args.output_dir!r}")
             resume_from_checkpoint = found
+        skip_replay = False
         if resume_from_checkpoint:
             validate_checkpoint(resume_from_checkpoint)
-            with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
-                self._resume_position(json.load(f)["global_step"])
             with open(os.path.join(resume_from_checkpoint, "cjepa_state.json")) as f:
                 saved = json.load(f)
             self._nonfinite_total.fill_(saved.get("nonfinite_steps", 0))
             self._skipped_records.fill_(saved.get("skipped_records", 0))
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            if not _is_iterable(self.train_dataset):
+                with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
+                    self._resume_position(json.load(f)["global_step"])
+            elif self.args.ignore_data_skip:
+                self._epoch, self._start_position = 0, 0  # the user asked for no data skip
+            else:
+                # Trainer would replay the stream from epoch 0, decoding every skipped batch,
+                # and restart the next epoch at its beginning: the stream seeks itself instead.
+                skip_replay = self._resume_stream(resume_from_checkpoint, saved.get("data"))
+        if not skip_replay:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        self.args.ignore_data_skip = True
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self.args.ignore_data_skip = False
 
     # ---------------------------------------------------------------- the loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         skipped = inputs.pop("num_skipped", None)
+        data_worker = inputs.pop("data_worker", None)
         inputs.pop("labels", None)
         if skipped is not None and model.training:
             self._skipped_records += skipped.to(self._skipped_records.device)
+        if model.training:
+            self._count_batch(inputs["pixel_values"].shape[0], skipped, data_worker)
         outputs = model(
             pixel_values=inputs["pixel_values"],
             context_indices=inputs["context_indices"],
@@ -433,12 +499,26 @@ class CJEPATrainer(Trainer):
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        data = None
+        if _is_iterable(self.train_dataset):  # every process takes part in the gather
+            records = self._epoch_records
+            if self.accelerator.num_processes > 1:
+                records = self.accelerator.gather(records.reshape(1, -1))
+            data = {
+                "epoch": self._epoch - 1,  # the epoch in progress (_begin_epoch moved past it)
+                "batches": self._epoch_batches,
+                "world_size": self.args.world_size,
+                "num_workers": self._stream_workers(),
+                "records": records.reshape(self.args.world_size, -1).tolist(),
+            }
         if self.args.should_save:
             folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             state = {
                 "nonfinite_steps": int(self._nonfinite_total.item()),
                 "skipped_records": int(self._skipped_records.item()),
             }
+            if data is not None:
+                state["data"] = data  # the stream's position, for an exact resume
             with open(os.path.join(folder, "cjepa_state.json"), "w") as f:
                 json.dump(state, f, indent=2)
 
