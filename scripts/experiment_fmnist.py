@@ -22,7 +22,7 @@ the raw normalised pixels. Writes, under --output_dir (default docs/results):
     {tag}_table.md      the markdown table
     {tag}_curves.png    loss curves and collapse monitors per method
 
-    python scripts/experiment_fmnist.py                                   # 3 methods x 3 seeds, 300 steps each
+    python scripts/experiment_fmnist.py       # docs/RESULTS.md: 4 methods (beta 0.001 and 0.05) x 3 seeds, 1200 steps
     python scripts/experiment_fmnist.py --methods cjepa ijepa --seeds 0 --max_steps 80 \
         --probe_train_samples 2000 --probe_test_samples 2000 --tag fmnist_smoke   # a smoke run
     python scripts/experiment_fmnist.py --minutes 10   # per-run budget: steps from a timed calibration
@@ -116,9 +116,12 @@ LOG_KEYS = (
 
 @dataclass
 class ExperimentArguments:
-    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": f"Any of {list(METHODS)}."})
+    methods: list[str] = field(
+        default_factory=lambda: [*METHODS, "cjepa:0.05"],
+        metadata={"help": f"Any of {list(METHODS)}; C-JEPA methods may carry their own beta ('cjepa:0.05')."},
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    max_steps: int = field(default=300, metadata={"help": "Pretraining steps per run (the same for every method)."})
+    max_steps: int = field(default=1200, metadata={"help": "Pretraining steps per run (the same for every method)."})
     minutes: float | None = field(
         default=None,
         metadata={"help": "Per-run budget in minutes instead of --max_steps: steps = budget / (s per step of a timed C-JEPA calibration)."},
@@ -144,6 +147,10 @@ class ExperimentArguments:
     tag: str = field(default="fmnist", metadata={"help": "Prefix of the result files."})
     work_dir: str = field(default="outputs/experiment_fmnist", metadata={"help": "Pretraining outputs (encoders)."})
     resume: bool = field(default=False, metadata={"help": "Keep the runs already in {tag}_runs.json and skip them."})
+    probe_only: bool = field(
+        default=False,
+        metadata={"help": "Train nothing: score the encoders an earlier run saved in --work_dir (e.g. with --last_n_layers 4)."},
+    )
     merge_runs: list[str] | None = field(
         default=None,
         metadata={"help": "Train nothing: summarise the runs of these {tag}_runs.json files (same step count) as {tag}."},
@@ -400,24 +407,34 @@ def main(argv: list[str] | None = None) -> dict:
         for method in args.methods:
             if (method, seed) in done:
                 continue
-            logger.info("pretraining %s, seed %d, %d steps", method, seed, max_steps)
             load_before = os.getloadavg()[0]  # wall times on a shared machine depend on its load
             run_dir = os.path.join(args.work_dir, f"{method}-seed{seed}")
-            model, logs, wall = pretrain(method, seed, max_steps, args, run_dir)
-            encoder = model.target_encoder
-            encoder.save_pretrained(os.path.join(run_dir, "encoder"))
+            if args.probe_only:
+                saved = os.path.join(run_dir, "encoder")
+                if not os.path.isdir(saved):
+                    raise FileNotFoundError(f"--probe_only: no saved encoder at {saved!r}; pretrain it first (same --work_dir)")
+                logger.info("scoring the saved %s encoder, seed %d", method, seed)
+                encoder, logs, wall = CJEPAModel.from_pretrained(saved).eval(), [], None
+            else:
+                logger.info("pretraining %s, seed %d, %d steps", method, seed, max_steps)
+                model, logs, wall = pretrain(method, seed, max_steps, args, run_dir)
+                encoder = model.target_encoder
+                encoder.save_pretrained(os.path.join(run_dir, "encoder"))
             start = time.time()
             train_x, _ = encoder_features(encoder, train_pix, train_y, args)
             test_x, _ = encoder_features(encoder, test_pix, test_y, args)
             extract_s = time.time() - start
             result = probe(train_x, train_y, test_x, test_y, args)
-            runs.append({
+            record = {
                 "method": method, "seed": seed, "max_steps": max_steps, "batch_size": args.batch_size,
-                "pretrain_seconds": round(wall, 1), "extract_seconds": round(extract_s, 1),
+                "extract_seconds": round(extract_s, 1),
                 "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-                "final_log": logs[-1] if logs else {},
-                "log_history": logs, **result,
-            })
+            }
+            if args.probe_only:
+                record["encoder"] = os.path.join(run_dir, "encoder")
+            else:
+                record.update(pretrain_seconds=round(wall, 1), final_log=logs[-1] if logs else {}, log_history=logs)
+            runs.append({**record, **result})
             logger.info("%s seed %d: linear %.4f, k-NN %.4f", method, seed, result["linear_probe"]["accuracy"], result["knn"]["dino"])
             save()
         if args.baselines and ("random_init", seed) not in done:
@@ -427,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
             test_x, _ = encoder_features(encoder, test_pix, test_y, args)
             runs.append({"method": "random_init", "seed": seed, **probe(train_x, train_y, test_x, test_y, args)})
             save()
-    if args.baselines and ("raw_pixels", 0) not in done:  # deterministic: once
+    if args.baselines and not args.probe_only and ("raw_pixels", 0) not in done:  # no encoder: once
         runs.append({"method": "raw_pixels", "seed": 0, **probe(train_pix.flatten(1), train_y, test_pix.flatten(1), test_y, args)})
         save()
 

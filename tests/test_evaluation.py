@@ -441,3 +441,28 @@ def test_experiment_merges_runs_of_separate_invocations(tmp_path):
         experiment.main(["--merge_runs", a, c, "--tag", "bad", "--output_dir", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="no such file"):
         experiment.main(["--merge_runs", str(tmp_path / "missing.json"), "--tag", "x", "--output_dir", str(tmp_path)])
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"),
+    reason="needs the Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)",
+)
+def test_experiment_probe_only_rescores_saved_encoders(tmp_path):
+    from cjepa_hf import CJEPAConfig, CJEPAModel
+
+    experiment = load_script("experiment_fmnist")
+    work = tmp_path / "work"
+    torch.manual_seed(0)
+    encoder = CJEPAModel(CJEPAConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4))
+    encoder.save_pretrained(work / "cjepa-seed0" / "encoder")
+    common = ["--seeds", "0", "--probe_train_samples", "300", "--probe_test_samples", "200", "--max_iter", "30",
+              "--weight_decays", "1e-4,1e-2", "--work_dir", str(work), "--output_dir", str(tmp_path), "--probe_only",
+              "--model_overrides", '{"hidden_size": 32, "num_hidden_layers": 2}']  # the random-init baseline's model
+    summary = experiment.main(["--methods", "cjepa", "--last_n_layers", "2", "--tag", "re", *common])
+    assert set(summary) == {"cjepa", "random_init"}  # raw pixels do not depend on the encoder
+    assert summary["cjepa"]["dims"] == 64 and summary["random_init"]["dims"] == 64  # 2 layers x 32
+    assert summary["cjepa"]["linear_probe"]["mean"] > 0.3  # 10 classes: chance is 0.1
+    runs = json.loads((tmp_path / "re_runs.json").read_text())["runs"]
+    assert runs[0]["encoder"] == str(work / "cjepa-seed0" / "encoder") and "log_history" not in runs[0]
+    with pytest.raises(FileNotFoundError, match="no saved encoder at .*ijepa-seed0"):
+        experiment.main(["--methods", "ijepa", "--tag", "missing", *common])
