@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import os
 import shutil
@@ -84,9 +85,9 @@ def test_training_arguments_validation(tmp_path, field, value, message):
 def _trainer(tmp_path, config, data, **kw):
     torch.manual_seed(0)
     model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=4,
-        logging_steps=1, save_strategy="no", disable_tqdm=True, warmup_steps=1, **kw)
+    args = CJEPATrainingArguments(**{
+        "output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "per_device_train_batch_size": 4,
+        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 1, **kw})
     return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
 
 
@@ -232,3 +233,23 @@ def test_trainer_model_card_is_the_cjepa_card(tmp_path, tiny_config):
     assert card.data.pipeline_tag == "image-feature-extraction" and card.data.library_name == "transformers"
     assert "fashion_mnist" in card.data.datasets
     assert "model-index" not in card.content  # no results were measured, none are claimed
+
+
+def test_a_stream_that_cannot_seek_is_replayed_by_trainer(tmp_path, tiny_config, caplog):
+    """A plain IterableDataset (no `resume_at`): the checkpoint still records the position,
+    and resuming falls back to Trainer's replay, which is exact inside the first epoch."""
+    def run(out, resume=None):
+        trainer = _trainer(out, tiny_config, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2)
+        trainer.train(resume_from_checkpoint=resume)
+        return [h for h in trainer.state.log_history if "jepa_loss" in h]
+
+    full = run(tmp_path / "full")
+    state = json.loads((tmp_path / "full" / "checkpoint-2" / "cjepa_state.json").read_text())
+    assert state["data"] == {"epoch": 0, "batches": 2, "world_size": 1, "num_workers": 1, "records": [[8]]}
+    shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    with caplog.at_level(logging.WARNING, logger="cjepa_hf.trainer"):
+        resumed = run(tmp_path / "resumed", str(tmp_path / "resumed" / "checkpoint-2"))
+    assert "_Ordered has no resume_at(epoch, records) to seek with" in caplog.text
+    assert [h["step"] for h in resumed] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint's state
+    for x, y in zip(full[2:], resumed[2:]):
+        assert abs(x["jepa_loss"] - y["jepa_loss"]) <= 1e-6, (x["step"], x["jepa_loss"], y["jepa_loss"])

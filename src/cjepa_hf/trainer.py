@@ -374,9 +374,14 @@ class CJEPATrainer(Trainer):
     def _resume_stream(self, checkpoint: str, data: dict | None) -> bool:
         """Position an iterable dataset where the checkpoint left it: the data epoch, the mask
         positions and, per worker, the records to pass over undecoded. Returns False when
-        Trainer's own replay must be used (a checkpoint without the data position)."""
-        if data is None:
-            logger.warning("%s has no data position (an older checkpoint): Trainer replays the stream from its start", checkpoint)
+        Trainer's own replay must be used (a checkpoint without the data position, or a
+        dataset that cannot seek: not a `cjepa_hf.data` stream)."""
+        if data is None or not hasattr(self.train_dataset, "resume_at"):
+            logger.warning(
+                "%s: %s; Trainer replays the stream from its start", checkpoint,
+                "no data position (an older checkpoint)" if data is None
+                else f"{type(self.train_dataset).__name__} has no resume_at(epoch, records) to seek with",
+            )
             self._epoch, self._start_position = 0, 0
             return False
         rank, world = self.args.process_index, self.args.world_size
