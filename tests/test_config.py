@@ -19,6 +19,8 @@ from cjepa_hf import PRESET_NAMES, CJEPAConfig, CJEPAForPreTraining, CJEPAModel
         (dict(vicreg_std_coeff=float("nan")), "vicreg_std_coeff must be a finite number"),
         (dict(jepa_loss="l1"), "jepa_loss must be one of"),
         (dict(vicreg_source="target"), "vicreg_source must be one of"),
+        (dict(encoder_vicreg_features="cls"), "encoder_vicreg_features must be one of .*'cls'"),
+        (dict(encoder_vicreg_weight=-1.0), "encoder_vicreg_weight must be a finite number >= 0, got -1.0"),
         (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer, got 0"),
         (dict(min_keep=1000), "min_keep must be at most the number of patches"),
         (dict(drop_path_rate=1.5), "drop_path_rate must lie in"),

@@ -26,7 +26,7 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(ddp_result):
     r = ddp_result["gradients"]
     # variance and covariance see the gathered batch; the mean over ranks of the local terms
     # (jepa, invariance) equals the global value
-    for key in ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"):
+    for key in ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance", "encoder_variance", "encoder_covariance"):
         assert r[key] == pytest.approx(r["ref_" + key], abs=1e-5), key
     assert r["same_grad_keys"]
     assert r["max_grad"] > 1e-3  # the comparison is not between zeros

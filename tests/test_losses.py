@@ -13,6 +13,7 @@ from cjepa_hf.losses import (
     variance_loss,
     vicreg_block_loss,
     vicreg_context_loss,
+    variance_covariance_loss,
     vicreg_loss,
 )
 
@@ -105,3 +106,15 @@ def test_collapse_monitors():
     assert 1.0 < effective_rank(low) <= 2.0 + 1e-3
     assert feature_std(torch.ones(10, 16)).item() == pytest.approx(0.0, abs=1e-6)
     assert feature_std(full).item() == pytest.approx(16 ** -0.5, rel=0.1)
+
+
+def test_variance_covariance_from_moments_equals_the_direct_terms():
+    x = torch.randn(50, 6, dtype=torch.float64).float() * torch.tensor([0.3, 1.0, 2.0, 0.1, 1.5, 0.7])
+    out = variance_covariance_loss(x, std_coeff=25.0, cov_coeff=1.0)
+    assert torch.allclose(out["variance"], variance_loss(x), atol=1e-6)
+    assert torch.allclose(out["covariance"], covariance_loss(x), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(out["loss"], 25 * variance_loss(x) + covariance_loss(x), rtol=1e-4)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, D\)"):
+        variance_covariance_loss(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        variance_covariance_loss(torch.randn(1, 4))

@@ -8,6 +8,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining
 
 from cjepa_hf import CJEPAConfig, CJEPAForImageClassification, CJEPAForPreTraining, CJEPAModel
+from cjepa_hf.losses import variance_covariance_loss
 from cjepa_hf.modeling_cjepa import gather_tokens, sincos_2d
 
 from conftest import TINY, assert_loads_without_package, random_masks
@@ -140,6 +141,30 @@ def test_context_vicreg_source(tiny_config):
     assert torch.isfinite(out.loss) and out.vicreg_variance > 0
     out.loss.backward()
     assert model.context_encoder.embeddings.patch_embeddings.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize("features", ["pooled", "tokens", "both"])
+def test_encoder_regulariser_adds_up_and_trains_the_context_encoder(features):
+    # on top of I-JEPA: no projector is needed for it
+    config = CJEPAConfig(**{**TINY, "vicreg_weight": 0.0, "encoder_vicreg_weight": 0.5, "encoder_vicreg_features": features})
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    assert model.projector is None
+    pixels, context, target = _inputs(config)
+    out = model(pixels, context, target)
+    assert torch.allclose(out.loss, out.jepa_loss + 0.5 * out.encoder_vicreg_loss)
+    assert torch.allclose(out.encoder_vicreg_loss, 25 * out.encoder_variance + out.encoder_covariance)
+    tokens = model.context_encoder(pixels, keep_indices=context).last_hidden_state
+    pooled = variance_covariance_loss(tokens.mean(dim=1))["loss"]
+    per_token = variance_covariance_loss(tokens.flatten(0, 1))["loss"]
+    expected = {"pooled": pooled, "tokens": per_token, "both": pooled + per_token}[features]
+    assert torch.allclose(out.encoder_vicreg_loss, expected, rtol=1e-5)
+    # the regulariser alone moves the context encoder
+    model.zero_grad()
+    out.encoder_vicreg_loss.backward()
+    assert model.context_encoder.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+    off = CJEPAForPreTraining(CJEPAConfig(**{**TINY, "vicreg_weight": 0.0}))
+    assert off(pixels, context, target).encoder_vicreg_loss is None
 
 
 def test_smooth_l1_is_about_half_mse_on_normed_targets(tiny_config):

@@ -13,6 +13,7 @@ from transformers import PreTrainedConfig
 
 JEPA_LOSSES = ("l2", "smooth_l1")
 VICREG_SOURCES = ("predictor", "context")
+ENCODER_VICREG_FEATURES = ("pooled", "tokens", "both")
 
 # Paper sizes (PAPER.md section 1): width, depth, heads, predictor depth, patch size.
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -71,6 +72,11 @@ class CJEPAConfig(PreTrainedConfig):
         paper's Algorithm 1; "context": mean of the context-encoder tokens against the
         per-block means of the target features), projector_dims (hidden and output sizes of
         the VICReg projector MLP; the paper does not give them).
+    Encoder regulariser (not in the paper; off by default): L += encoder_vicreg_weight *
+        (std * var + cov * cov) of the context encoder's own output, with no projector and no
+        invariance term, as EB-JEPA and LeJEPA regularise the encoder. encoder_vicreg_features:
+        "pooled" (the mean over the context tokens, (B, D), the features users extract),
+        "tokens" (every context token, (B*K, D)) or "both" (the sum of the two).
     """
 
     model_type = "cjepa"
@@ -110,6 +116,8 @@ class CJEPAConfig(PreTrainedConfig):
         vicreg_eps: float = 1e-4,
         vicreg_source: str = "predictor",
         projector_dims: tuple[int, ...] = (2048, 2048),
+        encoder_vicreg_weight: float = 0.0,
+        encoder_vicreg_features: str = "pooled",
         **kwargs: Any,
     ) -> None:
         self.image_size = image_size
@@ -149,6 +157,8 @@ class CJEPAConfig(PreTrainedConfig):
         self.vicreg_eps = vicreg_eps
         self.vicreg_source = vicreg_source
         self.projector_dims = tuple(int(d) for d in projector_dims) if projector_dims is not None else None
+        self.encoder_vicreg_weight = encoder_vicreg_weight
+        self.encoder_vicreg_features = encoder_vicreg_features
         super().__init__(**kwargs)
         self.validate_cjepa()
 
@@ -225,7 +235,11 @@ class CJEPAConfig(PreTrainedConfig):
             raise ValueError(f"jepa_loss must be one of {JEPA_LOSSES}, got {self.jepa_loss!r}")
         if self.vicreg_source not in VICREG_SOURCES:
             raise ValueError(f"vicreg_source must be one of {VICREG_SOURCES}, got {self.vicreg_source!r}")
-        for name in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff"):
+        if self.encoder_vicreg_features not in ENCODER_VICREG_FEATURES:
+            raise ValueError(
+                f"encoder_vicreg_features must be one of {ENCODER_VICREG_FEATURES}, got {self.encoder_vicreg_features!r}"
+            )
+        for name in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff", "encoder_vicreg_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -253,4 +267,4 @@ class CJEPAConfig(PreTrainedConfig):
         return cls(**{**_PRESETS[key], **overrides})
 
 
-__all__ = ["CJEPAConfig", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]
+__all__ = ["CJEPAConfig", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]

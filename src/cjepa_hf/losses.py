@@ -188,6 +188,47 @@ def vicreg_context_loss(
     return _combine(inv, var, cov, sim_coeff, std_coeff, cov_coeff)
 
 
+def variance_covariance_loss(
+    x: torch.Tensor,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+    gather_distributed: bool = False,
+) -> dict[str, torch.Tensor]:
+    """VICReg's variance and covariance terms of one set of features x (N, D), no invariance:
+    the regulariser EB-JEPA and LeJEPA put on the encoder's own output.
+
+    Computed from the first and second moments, so that with `gather_distributed` the
+    processes may hold different numbers of rows (context tokens differ per process): the
+    sums are all-reduced with gradients, and the statistics are those of all rows together.
+    Returns {"loss": std_coeff * variance + cov_coeff * covariance, "variance", "covariance"}."""
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
+    x = x.float()
+    n: float | torch.Tensor = float(x.shape[0])
+    total, outer = x.sum(dim=0), x.T @ x  # (D,), (D, D)
+    if gather_distributed and _world_size() > 1:
+        from torch.distributed.nn.functional import all_reduce
+
+        n = dist_sum(torch.tensor(n, device=x.device))
+        total, outer = all_reduce(total), all_reduce(outer)
+    elif n < 2:
+        raise ValueError(f"variance_covariance_loss needs at least 2 rows, got x of shape {tuple(x.shape)}")
+    mean = total / n
+    cov = (outer - n * torch.outer(mean, mean)) / (n - 1)  # (D, D), unbiased like torch.var
+    var = F.relu(1.0 - torch.sqrt(cov.diagonal().clamp(min=0) + eps)).mean()
+    d = x.shape[1]
+    off = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+    return {"loss": std_coeff * var + cov_coeff * off, "variance": var, "covariance": off}
+
+
+def dist_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over processes (no gradient)."""
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
 # ----------------------------------------------------------------------------- collapse monitors
 
 
@@ -220,5 +261,6 @@ __all__ = [
     "variance_loss",
     "vicreg_block_loss",
     "vicreg_context_loss",
+    "variance_covariance_loss",
     "vicreg_loss",
 ]

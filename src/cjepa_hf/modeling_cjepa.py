@@ -29,7 +29,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_cjepa import CJEPAConfig
-from .losses import gather_with_grad, jepa_loss, vicreg_block_loss, vicreg_context_loss
+from .losses import gather_with_grad, jepa_loss, variance_covariance_loss, vicreg_block_loss, vicreg_context_loss
 
 # The files a saved folder needs for `trust_remote_code=True` loading, and the Auto map.
 REMOTE_CODE_FILES = ("configuration_cjepa.py", "modeling_cjepa.py", "losses.py")
@@ -495,6 +495,9 @@ class CJEPAPreTrainingOutput(ModelOutput):
     jepa_loss: regression of the predictions onto the layer-normed target features.
     vicreg_loss: sim * invariance + std * variance + cov * covariance (None when vicreg_weight == 0).
     vicreg_invariance, vicreg_variance, vicreg_covariance: the unweighted VICReg terms.
+    encoder_vicreg_loss, encoder_variance, encoder_covariance: the encoder regulariser
+        (std * var + cov * cov of the context encoder's output) and its unweighted terms
+        (None when encoder_vicreg_weight == 0).
     predictions: (B, M, T, D) predictor outputs at the target patches.
     target_pooled_output: (B, D) mean-pooled target-encoder features of the full images
         (what users get from `AutoModel`), for collapse monitoring.
@@ -506,6 +509,9 @@ class CJEPAPreTrainingOutput(ModelOutput):
     vicreg_invariance: torch.Tensor | None = None
     vicreg_variance: torch.Tensor | None = None
     vicreg_covariance: torch.Tensor | None = None
+    encoder_vicreg_loss: torch.Tensor | None = None
+    encoder_variance: torch.Tensor | None = None
+    encoder_covariance: torch.Tensor | None = None
     predictions: torch.Tensor | None = None
     target_pooled_output: torch.Tensor | None = None
 
@@ -605,6 +611,11 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
                 vicreg = vicreg_context_loss(z[:, 0], z[:, 1:], **coeffs)
             loss = jepa + config.vicreg_weight * vicreg["loss"]
 
+        encoder_reg = None
+        if config.encoder_vicreg_weight > 0:
+            encoder_reg = self._encoder_regulariser(context, gather_distributed)
+            loss = loss + config.encoder_vicreg_weight * encoder_reg["loss"]
+
         output = CJEPAPreTrainingOutput(
             loss=loss,
             jepa_loss=jepa,
@@ -612,10 +623,29 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
             vicreg_invariance=vicreg["invariance"] if vicreg else None,
             vicreg_variance=vicreg["variance"] if vicreg else None,
             vicreg_covariance=vicreg["covariance"] if vicreg else None,
+            encoder_vicreg_loss=encoder_reg["loss"] if encoder_reg else None,
+            encoder_variance=encoder_reg["variance"] if encoder_reg else None,
+            encoder_covariance=encoder_reg["covariance"] if encoder_reg else None,
             predictions=predictions,
             target_pooled_output=target_pooled,
         )
         return output if return_dict else output.to_tuple()
+
+
+    def _encoder_regulariser(self, context: torch.Tensor, gather_distributed: bool) -> dict[str, torch.Tensor]:
+        """Variance + covariance of the context encoder's output (B, K, D): of its mean over
+        the tokens, of the tokens themselves, or the sum of both (`encoder_vicreg_features`)."""
+        config = self.config
+        coeffs = dict(
+            std_coeff=config.vicreg_std_coeff, cov_coeff=config.vicreg_cov_coeff, eps=config.vicreg_eps,
+            gather_distributed=gather_distributed,
+        )
+        parts = []
+        if config.encoder_vicreg_features in ("pooled", "both"):
+            parts.append(variance_covariance_loss(context.mean(dim=1), **coeffs))
+        if config.encoder_vicreg_features in ("tokens", "both"):
+            parts.append(variance_covariance_loss(context.flatten(0, 1), **coeffs))
+        return {key: sum(part[key] for part in parts) for key in parts[0]}
 
 
 # ============================================================================ classification

@@ -22,10 +22,14 @@ from cjepa_hf.masking import MaskCollator  # noqa: E402
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments  # noqa: E402
 
 
+KEYS = ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance", "encoder_variance", "encoder_covariance")
+
+
 def gradient_check(out_dir: str) -> dict:
     accelerator = Accelerator(cpu=True)
     rank, world = accelerator.process_index, accelerator.num_processes
-    config = CJEPAConfig(**TINY)
+    # the encoder regulariser on pooled and per-token features: its statistics come from all ranks
+    config = CJEPAConfig(**TINY, encoder_vicreg_weight=0.1, encoder_vicreg_features="both")
     torch.manual_seed(0)
     model = CJEPAForPreTraining(config)
     reference = copy.deepcopy(model)
@@ -37,7 +41,7 @@ def gradient_check(out_dir: str) -> dict:
     out = ddp(pixels[part], context[part], target[part], gather_distributed=True)
     out.loss.backward()
     result = {}
-    for key in ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"):
+    for key in KEYS:
         result[key] = accelerator.reduce(getattr(out, key).detach().reshape(1), reduction="mean").item()
     grads = {n: p.grad.clone() for n, p in accelerator.unwrap_model(ddp).named_parameters() if p.grad is not None}
     ref_out = reference(pixels, context, target)
@@ -46,7 +50,7 @@ def gradient_check(out_dir: str) -> dict:
     result["max_grad_diff"] = max((grads[n] - ref_grads[n]).abs().max().item() for n in ref_grads)
     result["max_grad"] = max(g.abs().max().item() for g in ref_grads.values())
     result["same_grad_keys"] = sorted(grads) == sorted(ref_grads)
-    for key in ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"):
+    for key in KEYS:
         result["ref_" + key] = getattr(ref_out, key).item()
     return result
 
