@@ -135,6 +135,15 @@ class ExperimentArguments:
     warmup_fraction: float = field(default=0.1)
     num_workers: int = field(default=1, metadata={"help": "DataLoader workers of pretraining."})
     model_overrides: str | None = field(default=None, metadata={"help": "JSON object of CJEPAConfig fields over the default model."})
+    training_overrides: str | None = field(
+        default=None,
+        metadata={"help": "JSON object of CJEPATrainingArguments fields over the defaults (e.g. '{\"ema_momentum\": 0.99}')."},
+    )
+    probe_split: str = field(
+        default="test",
+        metadata={"help": "test: probe trained on train images, scored on the test split (the report). validation: "
+                  "both halves carved from the TRAIN images (10,000 of them, seed 1), for choosing settings."},
+    )
     probe_train_samples: int | None = field(default=10_000, metadata={"help": "Training examples for the probes (of 60k)."})
     probe_test_samples: int | None = field(default=None, metadata={"help": "Test examples (default: all 10k)."})
     last_n_layers: int = field(default=1)
@@ -163,6 +172,8 @@ class ExperimentArguments:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.vicreg_weight > 0:
             raise ValueError(f"vicreg_weight must be > 0 (ijepa is the method without VICReg), got {self.vicreg_weight}")
+        if self.probe_split not in ("test", "validation"):
+            raise ValueError(f"probe_split must be 'test' or 'validation', got {self.probe_split!r}")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0, got {self.minutes}")
 
@@ -201,13 +212,16 @@ def pretrain(method: str, seed: int, max_steps: int, args: ExperimentArguments, 
     dataset = build_pretrain_dataset(
         "fashion_mnist", image_size=config.image_size, patch_size=config.patch_size, shuffle_buffer=5000, seed=seed,
     )
-    training_args = CJEPATrainingArguments(
-        output_dir=run_dir, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate, warmup_start_lr=1e-4, final_lr=1e-6,
-        warmup_steps=max(1, int(round(args.warmup_fraction * max_steps))), weight_decay=0.04, final_weight_decay=0.4,
-        logging_steps=max(1, max_steps // 30), save_strategy="no", report_to="none",
-        dataloader_num_workers=args.num_workers, seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
-    )
+    training_args = CJEPATrainingArguments(**{
+        **dict(
+            output_dir=run_dir, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.learning_rate, warmup_start_lr=1e-4, final_lr=1e-6,
+            warmup_steps=max(1, int(round(args.warmup_fraction * max_steps))), weight_decay=0.04, final_weight_decay=0.4,
+            logging_steps=max(1, max_steps // 30), save_strategy="no", report_to="none",
+            dataloader_num_workers=args.num_workers, seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+        ),
+        **(json.loads(args.training_overrides) if args.training_overrides else {}),
+    })
     trainer = CJEPATrainer(
         model=model, args=training_args, train_dataset=dataset, data_collator=MaskCollator(config, seed=seed),
         callbacks=[timer] if timer is not None else None,
@@ -384,8 +398,14 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     config = model_config("cjepa", args)
     transform = ClassificationTransform(config.image_size, train=False, pad_to=config.image_size)
-    probe_train = subsample(load_fashion_mnist("train"), args.probe_train_samples, seed=0)
-    probe_test = subsample(load_fashion_mnist("test"), args.probe_test_samples, seed=0)
+    if args.probe_split == "validation":  # settings are chosen on train images only
+        carved = subsample(load_fashion_mnist("train"), 10_000, seed=1)
+        probe_train, probe_test = carved.select(range(5_000)), carved.select(range(5_000, 10_000))
+        probe_train = subsample(probe_train, args.probe_train_samples, seed=0)
+        probe_test = subsample(probe_test, args.probe_test_samples, seed=0)
+    else:
+        probe_train = subsample(load_fashion_mnist("train"), args.probe_train_samples, seed=0)
+        probe_test = subsample(load_fashion_mnist("test"), args.probe_test_samples, seed=0)
     train_pix, train_y = raw_pixel_features(probe_train, transform=transform)
     test_pix, test_y = raw_pixel_features(probe_test, transform=transform)
     shape = (-1, 3, config.image_size, config.image_size)
@@ -396,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict:
         record = {
             "command": command, "args": asdict(args), "max_steps": max_steps, "calibration": calibration,
             "model": {**MODEL, **(json.loads(args.model_overrides) if args.model_overrides else {})},
+            "training_overrides": json.loads(args.training_overrides) if args.training_overrides else {},
+            "probe_split": args.probe_split,
             "methods": {m: {k: getattr(model_config(m, args), k) for k in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff")} for m in args.methods},
             "probe_train_samples": len(train_y),
             "probe_test_samples": len(test_y), "torch_threads": torch.get_num_threads(), "runs": runs,
