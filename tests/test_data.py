@@ -659,3 +659,110 @@ def test_resume_at_continues_an_epoch_without_repeats_or_losses(bad_records_dir,
         wrong.resume_at(1, [1, 1, 1])
         with pytest.raises(ValueError, match="for 3 DataLoader worker"):
             list(loader(wrong))
+
+
+# ----------------------------------------------------------------------------- huge images
+def _blank_png(width: int, height: int, color_type: int = 6) -> bytes:
+    """A complete, valid PNG of `width` x `height` zero pixels (RGBA for colour type 6),
+    written without ever holding the pixels: rows of zeros are compressed as a stream, so
+    a 169 MP RGBA image is ~3 MB of bytes and well under a second to build."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
+
+    bands = {0: 1, 2: 3, 6: 4}[color_type]
+    row = bytes(1 + bands * width)  # filter byte 0, then the zero pixels
+    compressor = zlib.compressobj(1)
+    rows_per_piece = max(1, (8 << 20) // len(row))
+    parts = []
+    for start in range(0, height, rows_per_piece):
+        parts.append(compressor.compress(row * min(rows_per_piece, height - start)))
+    parts.append(compressor.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def _peak_rss_growth_mb(fn) -> float:
+    """Run `fn()` in a forked child; return how much the child's peak RSS grew, in MB.
+    (The child starts with the parent's pages, so its peak before `fn` is the parent's size
+    now; PIL allocates outside Python's allocator, which tracemalloc would not see.)"""
+    import resource
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no torch, only PIL and the header check
+        status = 1
+        try:
+            os.close(read)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            fn()
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            os.write(write, str((after - before) / 1024).encode())  # ru_maxrss is in KB on Linux
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and text, "the child process failed"
+    return float(text)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork + ru_maxrss in KB: Linux")
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL warns above 89 MP; we refuse at 64
+def test_huge_image_is_a_bad_record_refused_on_its_header_in_little_time_and_memory():
+    import time
+
+    big = _blank_png(13_000, 13_000)  # 169 MP RGBA: under PIL's bomb limit (~179 MP), 676 MB decoded
+    assert len(big) < 4_000_000 and data.DEFAULT_MAX_IMAGE_PIXELS < 13_000 * 13_000 < 2 * Image.MAX_IMAGE_PIXELS
+    outcome = {}
+
+    def decode() -> None:
+        try:
+            data.decode_image(big)
+        except data.BadRecord as error:
+            outcome["error"] = error
+
+    start = time.perf_counter()
+    decode()
+    elapsed = time.perf_counter() - start
+    error = outcome["error"]
+    assert error.reason == "too_large"
+    assert "13000x13000" in error.detail and f"max_image_pixels={data.DEFAULT_MAX_IMAGE_PIXELS}" in error.detail
+    assert elapsed < 0.5, f"refusing a huge image took {elapsed:.2f} s: it was decoded"
+    growth = _peak_rss_growth_mb(decode)
+    assert growth < 64, f"peak RSS grew by {growth:.0f} MB while refusing a huge image"
+
+    # The cap is on what would be decoded: the same header under a higher cap gets decoded.
+    small = _blank_png(600, 500, color_type=0)
+    assert data.decode_image(small, max_image_pixels=300_000).size == (600, 500)
+    with pytest.raises(data.BadRecord, match=r"600x500 image .*max_image_pixels=299999"):
+        data.decode_image(small, max_image_pixels=299_999)
+    assert data.decode_image(small, max_image_pixels=None).size == (600, 500)
+    with pytest.raises(ValueError, match="max_image_pixels must be a positive number of pixels or None, got 0"):
+        data.decode_image(small, max_image_pixels=0)
+
+
+def test_max_image_pixels_applies_after_jpeg_draft_scaling():
+    big = jpeg_bytes(noise_image(np.random.default_rng(5), 2000, 1500))  # 3 MP, drafted to 1000 x 750
+    assert data.decode_image(big, draft_size=473, max_image_pixels=1000 * 750).size == (1000, 750)
+    with pytest.raises(data.BadRecord, match="2000x1500"):
+        data.decode_image(big, max_image_pixels=1000 * 750)  # no draft: decoded at full size
+
+
+def test_too_large_records_are_counted_as_bad_through_build_pretrain_dataset(tmp_path):
+    images = [Image.new("RGB", (64, 64), (i, i, i)) for i in range(4)] + [Image.new("RGB", (128, 128))] * 2
+    write_parquet(str(tmp_path / "mixed.parquet"), [png_bytes(im) for im in images], list(range(6)))
+    data.BAD_RECORDS.reset()
+    stream = data.build_pretrain_dataset(
+        str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, train=False, max_image_pixels=64 * 64
+    )
+    examples = list(stream)
+    assert sorted(e["label"] for e in examples) == [0, 1, 2, 3]
+    assert sum(e["num_skipped"] for e in examples) == 2
+    assert data.BAD_RECORDS.by_reason == {"too_large": 2}
+    default = data.build_pretrain_dataset(str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, train=False)
+    assert default.decode_transform.max_image_pixels == data.DEFAULT_MAX_IMAGE_PIXELS == 64_000_000

@@ -13,11 +13,12 @@ Augmentation is the paper's only one (PAPER.md section 4): RandomResizedCrop wit
 PIL + torch only (torchvision cannot be installed beside the CPU torch, STACK.md).
 
 Bad records (corrupt or truncated bytes, a missing image or file, an unconvertible mode, an
-image smaller than a patch) never stop a run: each is skipped, logged (rate-limited) and
-counted, and the count travels with the data because DataLoader workers cannot share a
-counter with the main process: every delivered example carries ``num_skipped``, the number
-of bad records skipped since the previous good example of the same stream (the last example
-of a stream also carries the bad records that followed it). Summing ``num_skipped`` over
+image smaller than a patch or larger than `max_image_pixels`) never stop a run: each is
+skipped, logged (rate-limited) and counted, and the count travels with the data because
+DataLoader workers cannot share a counter with the main process: every delivered example
+carries ``num_skipped``, the number of bad records skipped since the previous good example
+of the same stream (the last example of a stream also carries the bad records that
+followed it). Summing ``num_skipped`` over
 everything delivered gives the exact number of bad records.
 """
 
@@ -58,6 +59,14 @@ FASHION_MNIST_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 _FASHION_MNIST_NAMES = ("fashion_mnist", "fashion-mnist")
+# The largest image decoded, in pixels (width x height, after JPEG draft scaling), checked on
+# the header before any pixel is decoded. 64 MP is above every photo of the usual datasets
+# (ImageNet's largest is ~20 MP; 50 MP camera frames pass) and bounds the decode at 256 MB per
+# DataLoader worker (RGBA, 4 bytes a pixel; ~2.5x that transiently while `to_rgb` composites
+# and converts). PIL's own guard only refuses ~179 MP (2 x Image.MAX_IMAGE_PIXELS), and a
+# 169 MP RGBA PNG of a few MB costs ~3 GB and ~10 s to decode and convert.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 _WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "image")
 _WEBDATASET_LABEL_KEYS = ("cls", "label", "cls2")
@@ -76,7 +85,7 @@ RandomSource = torch.Generator | random.Random | None
 class BadRecord(Exception):
     """A record that cannot become a training image. `reason` is a short category
     (`missing`, `missing_file`, `io_error`, `undecodable`, `truncated`, `too_small`,
-    `unsupported_mode`, `transform_error`)."""
+    `too_large`, `unsupported_mode`, `transform_error`)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -402,6 +411,7 @@ def decode_image(
     draft_size: int | None = None,
     min_size: int = 1,
     token: str | bool | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
     """Decode one image-column value into a loaded PIL image (EXIF orientation applied).
 
@@ -409,8 +419,14 @@ def decode_image(
     a path, a PIL image or an HWC/HW uint8 array. A JPEG whose sides both exceed
     2 x `draft_size` is decoded at a reduced scale (DCT scaling, several times faster) that
     keeps both sides >= `draft_size`. Raises `BadRecord` for a missing value or file,
-    undecodable or truncated bytes, or an image whose shorter side is < `min_size`.
+    undecodable or truncated bytes, an image whose shorter side is < `min_size`, or
+    (`too_large`) one of more than `max_image_pixels` pixels (width x height at the scale it
+    would be decoded, so after JPEG draft scaling). That size comes from the header, which is
+    all `Image.open` reads: an oversized image is refused before any pixel is decoded.
+    `max_image_pixels=None` lifts the cap (PIL's own decompression-bomb guard still applies).
     """
+    if max_image_pixels is not None and (isinstance(max_image_pixels, bool) or int(max_image_pixels) < 1):
+        raise ValueError(f"max_image_pixels must be a positive number of pixels or None, got {max_image_pixels!r}")
     if value is None:
         raise BadRecord("missing", "image is None")
     try:
@@ -448,6 +464,14 @@ def decode_image(
         raise BadRecord("too_small", f"{width}x{height} image, the shorter side must be >= {min_size}")
     if draft_size and image.format == "JPEG" and min(width, height) >= 2 * draft_size:
         image.draft("RGB", (draft_size, draft_size))
+        width, height = image.size  # the scale the pixels will be decoded at
+    if max_image_pixels is not None and width * height > max_image_pixels:
+        # Refused on the header alone: load() would allocate width x height x bands bytes.
+        raise BadRecord(
+            "too_large",
+            f"{width}x{height} image ({width * height / 1e6:.1f} MP), at most max_image_pixels="
+            f"{max_image_pixels} ({max_image_pixels / 1e6:.1f} MP) are decoded",
+        )
     try:
         image.load()
     except Exception as error:  # noqa: BLE001 - truncated data, broken streams, bad headers
@@ -474,16 +498,21 @@ class DecodeTransform:
         pad_to: int | None = None,
         pad_fill: int = 0,
         token: str | bool | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
+        if max_image_pixels is not None and (isinstance(max_image_pixels, bool) or int(max_image_pixels) < 1):
+            raise ValueError(f"max_image_pixels must be a positive number of pixels or None, got {max_image_pixels!r}")
         self.transform = transform
         self.min_size = int(min_size)
+        self.max_image_pixels = max_image_pixels
         self.pad_to = pad_to
         self.pad_fill = pad_fill
         self.token = token
 
     def __call__(self, value: Any, generator: RandomSource = None) -> torch.Tensor:
         image = decode_image(
-            value, draft_size=getattr(self.transform, "draft_size", None), min_size=self.min_size, token=self.token
+            value, draft_size=getattr(self.transform, "draft_size", None), min_size=self.min_size, token=self.token,
+            max_image_pixels=self.max_image_pixels,
         )
         try:
             image = to_rgb(image)
@@ -914,6 +943,7 @@ def build_pretrain_dataset(
     pad_fill: int = 0,
     num_shards: int = 64,
     max_consecutive_bad: int | None = 10_000,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> PretrainImageStream:
     """A streaming dataset of ``{"pixel_values", "label"?, "num_skipped"}`` for this process.
 
@@ -938,6 +968,9 @@ def build_pretrain_dataset(
     being upscaled, and for evaluation the padded image is used as is (no resize, no crop).
     `num_shards`: shards of a map-style source (Fashion-MNIST, ``streaming=False``), and
     the count below which a parquet source is resharded by row group.
+    `max_image_pixels`: records of more pixels (read from the header, after JPEG draft
+    scaling) are bad records (`too_large`), refused before decoding; see
+    `DEFAULT_MAX_IMAGE_PIXELS` (64 MP) for the default; None lifts the cap.
     """
     if image_size % patch_size != 0:
         raise ValueError(f"image_size must be divisible by patch_size, got {image_size} and {patch_size}")
@@ -972,7 +1005,9 @@ def build_pretrain_dataset(
     else:
         crop_pct = 1.0 if pad_to == image_size else eval_crop_pct
         transform = EvalTransform(image_size, crop_pct=crop_pct, interpolation=interpolation or "bicubic")
-    decode_transform = DecodeTransform(transform, min_size=patch_size, pad_to=pad_to, pad_fill=pad_fill, token=token)
+    decode_transform = DecodeTransform(
+        transform, min_size=patch_size, pad_to=pad_to, pad_fill=pad_fill, token=token, max_image_pixels=max_image_pixels
+    )
     return PretrainImageStream(
         ds, decode_transform, image_column=image_column, label_column=label_column, seed=seed, rank=rank,
         max_consecutive_bad=max_consecutive_bad,
@@ -1019,6 +1054,7 @@ __all__ = [
     "IMAGENET_STD",
     "BadRecord",
     "BadRecordCounter",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "DecodeTransform",
     "EvalTransform",
     "NormalizeToTensor",
