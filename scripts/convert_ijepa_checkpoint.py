@@ -3,7 +3,7 @@
 
     # an official facebookresearch/ijepa training checkpoint
     python scripts/convert_ijepa_checkpoint.py --checkpoint IN1K-vit.h.14-300e.pth.tar \
-        --output converted/ijepa-vit-h14 --repo-id me/ijepa-vit-h14 \
+        --output converted/ijepa-vith14 --repo-id me/ijepa-vith14 \
         --dataset ILSVRC/imagenet-1k --base-model facebook/ijepa_vith14_1k
 
     # a transformers IJepaModel (Hub id or folder)

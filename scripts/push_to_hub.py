@@ -2,13 +2,16 @@
 """Export a C-JEPA training checkpoint as a Hub release and upload it.
 
     python scripts/push_to_hub.py --checkpoint outputs/run/checkpoint-1000 \
-        --output releases/cjepa-vit-b16 --repo-id me/cjepa-vit-b16 \
-        --results results.json --dataset ILSVRC/imagenet-1k [--private] [--no-push]
+        --output releases/cjepa-vitb16 --repo-id me/cjepa-vitb16 \
+        --results probe.json --dataset ILSVRC/imagenet-1k [--hardware "8 x A100"] [--private] [--no-push]
 
 Writes the release folder (target encoder as CJEPAModel in safetensors, config.json with
-auto_map, remote code, preprocessor_config.json, README.md rendered from the run's real
-config, training arguments and the measured results), then creates the repo and uploads
-exactly those files. The token comes from huggingface_hub (HF_TOKEN or `hf auth login`).
+auto_map, remote code, the preprocessor_config.json the run saved, README.md rendered from
+the run's real config, training arguments and the measured results), then creates the
+repo and uploads exactly those files. `--results` takes a JSON list of results or the JSON
+that `scripts/linear_probe.py --output` writes. The token comes from huggingface_hub
+(HF_TOKEN or `hf auth login`). Without network (HF_HUB_OFFLINE=1, no connection) the push
+ends with a one-line error and exit code 3; the release folder is kept.
 A thin CLI over `cjepa_hf.hub`.
 """
 
@@ -17,21 +20,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cjepa_hf.hub import export_release, load_results, load_variants, push_release
+from cjepa_hf.hub import HubUnreachableError, export_release, load_results, load_variants, push_release
+
+EXIT_BAD_INPUT = 2
+EXIT_HUB_UNREACHABLE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a saved CJEPAForPreTraining folder (Trainer checkpoint)")
     parser.add_argument("--output", required=True, help="new (or empty) folder for the release")
-    parser.add_argument("--repo-id", required=True, help="Hub repo id, e.g. me/cjepa-vit-b16 (also the card's model name)")
-    parser.add_argument("--results", help="JSON list of measured results (see cjepa_hf.hub.to_eval_result)")
+    parser.add_argument("--repo-id", required=True, help="Hub repo id, e.g. me/cjepa-vitb16 (also the card's model name)")
+    parser.add_argument("--results", help="JSON list of measured results (see cjepa_hf.hub.to_eval_result), or the "
+                        "JSON of scripts/linear_probe.py --output; accuracies are fractions in [0, 1]")
     parser.add_argument("--training-args", help="JSON of the run's training arguments (default: training_args.json "
                         "next to the checkpoint; training_args.bin is never unpickled)")
     parser.add_argument("--dataset", action="append", help="Hub id of the pretraining dataset (repeatable)")
     parser.add_argument("--base-model", help="Hub id of the model this run started from, if any")
     parser.add_argument("--variant", choices=sorted(load_variants()), help="model-card variant (default: from the geometry)")
     parser.add_argument("--license", help="license id (default: the variant's)")
+    parser.add_argument("--image-processor", help="preprocessor_config.json (or its folder) the release carries "
+                        "(default: the one the run saved with the checkpoint or in its output folder)")
+    parser.add_argument("--hardware", help="what the run trained on, for the card, e.g. '8 x NVIDIA A100 80GB'")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--commit-message", default="Upload C-JEPA release (target encoder, remote code, model card)")
     parser.add_argument("--no-push", action="store_true", help="write the release folder only")
@@ -52,14 +62,20 @@ def main(argv: list[str] | None = None) -> int:
             datasets=args.dataset,
             variant=args.variant,
             license=args.license,
+            image_processor=args.image_processor,
+            compute={"hardware": args.hardware} if args.hardware else None,
         )
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(f"release written to {args.output}: {', '.join(files)}")
     if args.no_push:
         return 0
-    pushed = push_release(args.output, args.repo_id, private=args.private, commit_message=args.commit_message)
+    try:
+        pushed = push_release(args.output, args.repo_id, private=args.private, commit_message=args.commit_message)
+    except HubUnreachableError as error:  # offline: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_HUB_UNREACHABLE
     print(f"uploaded {len(pushed.files)} files to {pushed.repo_url}" + (f" ({pushed.commit_url})" if pushed.commit_url else ""))
     return 0
 

@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = load_variants()
 RESULTS = [
     {"task": "image-classification", "protocol": "linear probe", "dataset": "zalando-datasets/fashion_mnist",
-     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 81.25},
+     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 0.8125},
     {"task": "image-classification", "protocol": "fine-tune", "dataset": "zalando-datasets/fashion_mnist",
-     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 90.5},
+     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 0.905},
     {"task": "image-feature-extraction", "dataset": "zalando-datasets/fashion_mnist", "dataset_name": "Fashion-MNIST",
      "split": "test", "metric": "rankme", "metric_name": "RankMe effective rank", "value": 17.75},
 ]
@@ -181,22 +181,22 @@ def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tin
 
 def test_card_with_measured_results_has_model_index(tmp_path, tiny_run):
     with pytest.warns(UserWarning):
-        card = render_model_card(tiny_run.config, model_name="me/cjepa-vit-b16", training_args=None,
-                                 results=RESULTS, variant="cjepa-vit-b16")
+        card = render_model_card(tiny_run.config, model_name="me/cjepa-vitb16", training_args=None,
+                                 results=RESULTS, variant="cjepa-vitb16")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     index = loaded.data.to_dict()["model-index"]
-    assert index[0]["name"] == "me/cjepa-vit-b16"
+    assert index[0]["name"] == "me/cjepa-vitb16"
     got = {(r.task_type, r.dataset_type, r.dataset_split, r.metric_type, r.metric_name, r.metric_value)
            for r in loaded.data.eval_results}
     assert got == {
-        ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "linear probe accuracy", 81.25),
-        ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "fine-tune accuracy", 90.5),
+        ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "linear probe accuracy", 0.8125),
+        ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "fine-tune accuracy", 0.905),
         ("image-feature-extraction", "zalando-datasets/fashion_mnist", "test", "rankme", "RankMe effective rank", 17.75),
     }
     assert loaded.data.metrics == ["accuracy", "rankme"]
     results = _section(loaded.text, "Results")
-    assert "| image-classification | Fashion-MNIST | test | linear probe accuracy | 81.25 |" in results
+    assert "| image-classification | Fashion-MNIST | test | linear probe accuracy | 0.8125 |" in results
     assert "| image-feature-extraction | Fashion-MNIST | test | RankMe effective rank | 17.75 |" in results
     assert "Not evaluated" not in results
     # no training arguments: the card says they were not recorded and invents none
@@ -228,8 +228,8 @@ def test_vicreg_source_choice_is_documented():
 
 def test_paper_size_config_infers_its_variant_without_a_note(recwarn):
     config = CJEPAConfig.from_preset("vit-b16")
-    assert infer_variant(config) == "cjepa-vit-b16"
-    assert infer_variant(CJEPAConfig.from_preset("vit-h14"), "ijepa") == "ijepa-vit-h14"
+    assert infer_variant(config) == "cjepa-vitb16"
+    assert infer_variant(CJEPAConfig.from_preset("vit-h14"), "ijepa") == "ijepa-vith14"
     assert infer_variant(CJEPAConfig(**TINY)) == "cjepa"
     card = render_model_card(config, model_name="me/b")
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
@@ -366,7 +366,7 @@ def test_push_release_calls_the_real_hfapi_methods(monkeypatch, release):
     # the card that goes up carries the metadata and the measured results
     card = ModelCard.load(release.folder / "README.md")
     assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "image-feature-extraction")
-    assert {r.metric_value for r in card.data.eval_results} == {81.25, 90.5, 17.75}
+    assert {r.metric_value for r in card.data.eval_results} == {0.8125, 0.905, 17.75}
 
 
 def test_push_release_refuses_stray_or_pickled_files(tmp_path, release):
@@ -408,7 +408,7 @@ def test_push_to_hub_script(tmp_path, tiny_run, monkeypatch, capsys):
     assert create["private"] is True and create["exist_ok"] is True
     assert upload["allow_patterns"] == list(RELEASE_FILES)
     card = ModelCard.load(tmp_path / "b" / "README.md")
-    assert [r.metric_value for r in card.data.eval_results] == [81.25]
+    assert [r.metric_value for r in card.data.eval_results] == [0.8125]
     assert "uploaded 7 files to https://huggingface.co/me/b" in capsys.readouterr().out
 
     rc = script.main(["--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "c"), "--repo-id", "me/c"])
@@ -442,3 +442,170 @@ def test_model_cards_dir_in_checkout_wheel_install_and_env(tmp_path, monkeypatch
     assert hub.model_cards_dir() == own
     with pytest.raises(FileNotFoundError, match="no model-card variants file"):
         hub.load_variants()
+
+
+# ============================================================================ the edges (issue 13)
+
+
+@pytest.fixture(scope="module")
+def padded_run(tiny_run, tmp_path_factory):
+    """The tiny run as a Fashion-MNIST run at 32 px saves it: a padding image processor (no
+    resize; a centre "crop" to 32 that pads 28 px images) in the checkpoint and output folder."""
+    import shutil
+
+    from cjepa_hf.modeling_cjepa import build_image_processor
+
+    out = tmp_path_factory.mktemp("padded") / "run"
+    shutil.copytree(tiny_run.checkpoint.parent, out)
+    processor = build_image_processor(tiny_run.config, resize=False)
+    processor.save_pretrained(out)
+    processor.save_pretrained(out / "checkpoint-2")
+    return SimpleNamespace(output=out, checkpoint=out / "checkpoint-2")
+
+
+def _features(folder, images):
+    processor = AutoImageProcessor.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(**processor(images=images, return_tensors="pt")).pooler_output
+
+
+def test_export_copies_the_runs_image_processor_and_gives_the_same_features(padded_run, tmp_path):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).convert("RGB") for _ in range(3)]
+    files = export_release(padded_run.checkpoint, tmp_path / "release", model_name="me/fmnist")
+    assert files == list(RELEASE_FILES)
+    source = (padded_run.checkpoint / "preprocessor_config.json").read_bytes()
+    assert (tmp_path / "release" / "preprocessor_config.json").read_bytes() == source  # copied, not rebuilt
+    released = _features(tmp_path / "release", images)
+    assert (released - _features(padded_run.checkpoint, images)).abs().max() < 1e-6
+    # The card describes the padding, not the default resize.
+    preprocessing = _section(ModelCard.load(tmp_path / "release" / "README.md").text, "Training")
+    assert "| resize | none: images keep their size |" in preprocessing
+    assert "| center crop | 32 x 32 (a smaller image is padded with black, centred) |" in preprocessing
+    assert "resize shortest edge" not in preprocessing
+
+    # From a checkpoint-N folder without one, the output folder's processor is used.
+    import shutil
+
+    bare = tmp_path / "run2"
+    shutil.copytree(padded_run.output, bare)
+    (bare / "checkpoint-2" / "preprocessor_config.json").unlink()
+    export_release(bare / "checkpoint-2", tmp_path / "release2", model_name="me/fmnist")
+    assert (tmp_path / "release2" / "preprocessor_config.json").read_bytes() == source
+
+    # A run that saved none gets the default, with a warning saying so; --image-processor overrides.
+    (bare / "preprocessor_config.json").unlink()
+    with pytest.warns(UserWarning, match="no preprocessor_config.json"):
+        export_release(bare / "checkpoint-2", tmp_path / "release3", model_name="me/fmnist")
+    assert json.loads((tmp_path / "release3" / "preprocessor_config.json").read_text())["do_resize"] is True
+    export_release(bare / "checkpoint-2", tmp_path / "release4", model_name="me/fmnist",
+                   image_processor=padded_run.output / "preprocessor_config.json")
+    assert (tmp_path / "release4" / "preprocessor_config.json").read_bytes() == source
+
+
+def _load_calls(text):
+    return re.findall(r'from_pretrained\(\s*"([^"]+)"|model="([^"]+)"', _section(text, "How to use"))
+
+
+def test_card_snippets_load_from_the_hub_id_or_the_folder_never_a_bare_name(tiny_run, tmp_path):
+    hub = render_model_card(tiny_run.config, model_name="me/run_tb")
+    assert {a or b for a, b in _load_calls(hub.text)} == {"me/run_tb"}
+    folder = tmp_path / "outputs" / "run_tb" / "encoder"
+    local = render_model_card(tiny_run.config, model_name="run_tb", model_path=folder)
+    assert {a or b for a, b in _load_calls(local.text)} == {os.fspath(folder)}
+    assert local.text.startswith("\n# run_tb\n")  # the name stays the title
+    with pytest.warns(UserWarning, match="'run_tb' is not a Hub id"):
+        bare = render_model_card(tiny_run.config, model_name="run_tb")
+    assert {a or b for a, b in _load_calls(bare.text)} == {"path/to/run_tb"}
+    # An export named by something that is not a Hub id loads from the folder it wrote.
+    export_release(tiny_run.checkpoint, tmp_path / "rel", model_name="cjepa-tiny")
+    card = ModelCard.load(tmp_path / "rel" / "README.md")
+    assert {a or b for a, b in _load_calls(card.text)} == {os.fspath(tmp_path / "rel")}
+
+
+def test_base_model_is_metadata_only_when_it_is_a_hub_id(tiny_run, tmp_path):
+    card = render_model_card(tiny_run.config, model_name="me/x", base_model="facebook/ijepa_vith14_1k")
+    assert card.data.base_model == "facebook/ijepa_vith14_1k"
+    assert "base_model" not in render_model_card(tiny_run.config, model_name="me/x").data.to_dict()
+    (tmp_path / "local").mkdir()
+    for bad in ("run_tb", os.fspath(tmp_path / "local"), "outputs/run/../x"):
+        with pytest.raises(ValueError, match=re.escape(f"base_model must be Hub ids ('owner/name'), got [{bad!r}]")):
+            render_model_card(tiny_run.config, model_name="me/x", base_model=bad)
+
+
+@pytest.mark.parametrize("value", [81.25, 1.5, -0.1])
+def test_accuracy_in_model_index_is_a_fraction(value):
+    result = {"task": "image-classification", "dataset": "d", "metric": "accuracy", "value": value}
+    with pytest.raises(ValueError, match=re.escape(f"accuracy must be a fraction in [0, 1] (e.g. 0.8125, not 81.25)")):
+        to_eval_result(result)
+    assert to_eval_result({**result, "value": 0.8125}).metric_value == 0.8125
+    assert to_eval_result({**result, "metric": "rankme", "value": 17.75}).metric_value == 17.75  # not an accuracy
+
+
+def test_card_states_intended_use_compute_and_library_versions(padded_run, tmp_path):
+    import shutil
+
+    import transformers
+
+    # Nothing recorded: the card says so instead of inventing it.
+    export_release(padded_run.checkpoint, tmp_path / "a", model_name="me/a")
+    text = ModelCard.load(tmp_path / "a" / "README.md").text
+    assert "## Intended use" in text and "**Not for:**" in text
+    training = _section(text, "Training")
+    assert "| hardware | not recorded |" in training and "| training wall time | not recorded |" in training
+    assert f"| transformers | {transformers.__version__} |" in training and "| cjepa-hf | 0.1.0 |" in training
+    saved_with = json.loads((padded_run.checkpoint / "config.json").read_text())["transformers_version"]
+    assert f"The weights were saved with transformers {saved_with}" in training
+
+    # Known: --hardware, and the wall time Trainer logs at the end of training (train_runtime) ...
+    run = tmp_path / "run"
+    shutil.copytree(padded_run.output, run)
+    state = json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())
+    state["log_history"].append({"train_runtime": 12.5, "train_loss": 1.0, "epoch": 1.0, "step": 2})
+    (run / "checkpoint-2" / "trainer_state.json").write_text(json.dumps(state))
+    export_release(run / "checkpoint-2", tmp_path / "b", model_name="me/b", compute={"hardware": "1 x test CPU"})
+    training = _section(ModelCard.load(tmp_path / "b" / "README.md").text, "Training")
+    assert "| hardware | 1 x test CPU |" in training and "| training wall time | 12 s |" in training
+    # ... or scripts/pretrain.py's pretrain_summary.json in the output folder.
+    (run / "pretrain_summary.json").write_text(json.dumps({"wall_time_s": 5400.0}))
+    export_release(run / "checkpoint-2", tmp_path / "c", model_name="me/c")
+    assert "| training wall time | 5400 s (1.5 h) |" in ModelCard.load(tmp_path / "c" / "README.md").text
+
+
+def test_release_ids_follow_the_design_and_the_docs_say_how_to_get_one(tiny_run, tmp_path, monkeypatch):
+    assert {"cjepa-vitt16", "cjepa-vits16", "cjepa-vitb16", "cjepa-vitl16", "ijepa-vith14"} <= set(VARIANTS)
+    for name, entry in VARIANTS.items():
+        if entry["preset"]:  # e.g. preset vit-b16 -> cjepa-vitb16
+            assert name == f"{entry['family']}-{entry['preset'].replace('-', '')}", name
+    assert infer_variant(CJEPAConfig.from_preset("vit-l16")) == "cjepa-vitl16"
+    hub_doc = (ROOT / "docs" / "HUB.md").read_text()
+    assert "cjepa-vit-" not in hub_doc and "ijepa-vit-" not in hub_doc
+    assert 'AutoModel.from_pretrained("cjepa-vitb16")' in hub_doc and "recipes/vit-b16-in1k-600ep.json" in hub_doc
+    assert re.search(r"has not\s+published any checkpoint", hub_doc) and "convert_ijepa_checkpoint.py" in hub_doc
+    # The documented route: export into a folder named cjepa-vitb16, load it by that name.
+    monkeypatch.chdir(tmp_path)
+    export_release(tiny_run.checkpoint, "cjepa-vitb16", model_name="me/cjepa-vitb16")
+    model = AutoModel.from_pretrained("cjepa-vitb16")
+    assert type(model) is CJEPAModel
+    assert all(torch.equal(model.state_dict()[k], tiny_run.target[k]) for k in tiny_run.target)
+
+
+@pytest.mark.parametrize("network", ["HF_HUB_OFFLINE=1", "connection refused"])
+def test_push_without_network_ends_in_one_line_naming_the_repo(network, tmp_path, tiny_run, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    if network == "connection refused":  # online mode, but nothing listens at the endpoint
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    else:
+        assert constants.HF_HUB_OFFLINE  # conftest: the tests run with HF_HUB_OFFLINE=1
+    script = _script("push_to_hub")
+    rc = script.main(["--checkpoint", str(tiny_run.checkpoint), "--output", str(tmp_path / "a"), "--repo-id", "me/cjepa-tiny"])
+    err = capsys.readouterr().err
+    assert rc == script.EXIT_HUB_UNREACHABLE == 3
+    lines = err.strip().splitlines()  # stderr also carries the weight writer's progress bar
+    assert "Traceback" not in err and sum(line.startswith("error:") for line in lines) == 1
+    assert lines[-1].startswith("error: cannot push to 'me/cjepa-tiny': the Hugging Face Hub cannot be reached (")
+    assert ("OfflineModeIsEnabled" if network == "HF_HUB_OFFLINE=1" else "ConnectError") in lines[-1]
+    assert sorted(os.listdir(tmp_path / "a")) == list(RELEASE_FILES)  # the release folder is kept

@@ -9,7 +9,7 @@ as a `CJEPAModel`:
       configuration_cjepa.py    remote code: loads with `trust_remote_code=True`
       modeling_cjepa.py         without `cjepa_hf` installed
       losses.py
-      preprocessor_config.json  resize + center crop + ImageNet mean/std
+      preprocessor_config.json  the image processor the run saved (copied, never rebuilt)
       README.md                 the model card
 
 Cards are rendered from `model_cards/cjepa_model_card.md` (a Jinja2 template) and
@@ -27,6 +27,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -35,9 +37,11 @@ from typing import Any
 
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from .configuration_cjepa import CJEPAConfig
-from .modeling_cjepa import IMAGENET_MEAN, IMAGENET_STD, REMOTE_CODE_FILES, CJEPAModel, build_image_processor
+from .modeling_cjepa import REMOTE_CODE_FILES, CJEPAModel, build_image_processor
 
 TEMPLATE_NAME = "cjepa_model_card.md"
 VARIANTS_NAME = "variants.json"
@@ -92,6 +96,27 @@ _RECIPE_KEYS = (
     "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "bf16", "fp16", "tf32", "seed", "data_seed",
 )
 _SECRET_MARKERS = ("token", "password", "secret", "credential")
+# Accuracy in every card and model-index is a fraction in [0, 1] (what Trainer's
+# `eval_accuracy`, `evaluate`'s accuracy and scripts/linear_probe.py report), never percent.
+_FRACTION_METRICS = ("accuracy", "top-1 accuracy", "top-5 accuracy", "top1_accuracy", "top5_accuracy")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+PROCESSOR_NAME = "preprocessor_config.json"
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be reached (offline mode, no connection, a timeout) while pushing."""
+
+
+def is_hub_id(name: Any) -> bool:
+    """Whether `name` is a Hub repo id as the Hub spells new ones, "owner/name", and not a
+    path that exists here (a local folder "outputs/run" looks like an id but is a folder)."""
+    if not isinstance(name, str) or not _HUB_ID.fullmatch(name) or os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 # ============================================================================ variants
@@ -168,6 +193,11 @@ def to_eval_result(result: Mapping[str, Any]) -> EvalResult:
     value = fields["metric_value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"a result value must be a finite measured number, got {value!r} in {dict(result)!r}")
+    if str(fields["metric_type"]).lower() in _FRACTION_METRICS and not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"{fields['metric_type']} must be a fraction in [0, 1] (e.g. 0.8125, not 81.25): cards and model-index "
+            f"use fractions throughout, as Trainer and scripts/linear_probe.py report them; got {value!r} in {dict(result)!r}"
+        )
     fields.setdefault("dataset_name", fields["dataset_type"])
     if protocol and not fields.get("metric_name"):
         fields["metric_name"] = f"{protocol} {fields['metric_type']}"
@@ -175,13 +205,17 @@ def to_eval_result(result: Mapping[str, Any]) -> EvalResult:
 
 
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """A results file: a JSON list of result dicts, or {"results": [...]}."""
+    """A results file: a JSON list of result dicts, or {"results": [...]}, which is also what
+    `scripts/linear_probe.py --output` writes for an encoder (its "results" key)."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if isinstance(data, Mapping):
         data = data.get("results")
     if not isinstance(data, list):
-        raise ValueError(f"{os.fspath(path)!r} must hold a JSON list of results or {{'results': [...]}}")
+        raise ValueError(
+            f"{os.fspath(path)!r} must hold a JSON list of results or {{'results': [...]}} (scripts/linear_probe.py "
+            "--output writes one for an encoder; a baseline's output has none)"
+        )
     return data
 
 
@@ -283,6 +317,96 @@ def _rows(pairs: Sequence[tuple[str, Any]]) -> list[tuple[str, str]]:
     return [(k, _fmt(v)) for k, v in pairs]
 
 
+def preprocessing_rows(processor: Any) -> list[tuple[str, str]]:
+    """What an image processor does, as (step, value) rows, read off the processor itself
+    (so a padding processor is described as padding, not as the default resize)."""
+    from transformers.image_utils import PILImageResampling
+
+    rows: list[tuple[str, str]] = []
+    size = dict(getattr(processor, "size", None) or {})
+    if getattr(processor, "do_resize", False):
+        try:
+            resample = PILImageResampling(processor.resample).name.lower()
+        except (TypeError, ValueError):
+            resample = str(processor.resample)
+        if "shortest_edge" in size:
+            rows.append(("resize shortest edge", f"{size['shortest_edge']} ({resample})"))
+        else:
+            rows.append(("resize", f"{size.get('height')} x {size.get('width')} ({resample})"))
+    else:
+        rows.append(("resize", "none: images keep their size"))
+    if getattr(processor, "do_center_crop", False):
+        crop = dict(processor.crop_size)
+        note = "" if getattr(processor, "do_resize", False) else " (a smaller image is padded with black, centred)"
+        rows.append(("center crop", f"{crop.get('height')} x {crop.get('width')}{note}"))
+    if getattr(processor, "do_rescale", False):
+        rows.append(("rescale", f"x {processor.rescale_factor:g}"))
+    if getattr(processor, "do_normalize", False):
+        rows.append(("mean", _fmt(tuple(processor.image_mean))))
+        rows.append(("std", _fmt(tuple(processor.image_std))))
+    rows.append(("processor class", type(processor).__name__))
+    return rows
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    hours = seconds / 3600
+    return f"{seconds:.0f} s ({hours:.1f} h)" if hours >= 1 else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
+
+
+def compute_rows(compute: Mapping[str, Any] | None, trainer_state: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """(name, value) rows of the compute a run used. `compute`: "hardware" (free text, e.g.
+    "8 x NVIDIA A100 80GB"), "wall_time_s" (seconds); else the wall time is read from the
+    `train_runtime` that Trainer logs at the end of training, when `trainer_state` has it."""
+    compute = dict(compute or {})
+    wall = compute.get("wall_time_s")
+    if wall is None and trainer_state:
+        runtimes = [e["train_runtime"] for e in trainer_state.get("log_history", []) if "train_runtime" in e]
+        wall = runtimes[-1] if runtimes else None
+    rows = [
+        ("hardware", str(compute["hardware"]) if compute.get("hardware") else "not recorded"),
+        ("training wall time", _format_seconds(wall) if wall is not None else "not recorded"),
+    ]
+    for key, value in compute.items():
+        if key not in ("hardware", "wall_time_s") and value is not None:
+            rows.append((key, _fmt(value)))
+    return rows
+
+
+def library_versions() -> list[tuple[str, str]]:
+    """(library, version) of the libraries writing this card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    rows = [("cjepa-hf", __version__)]
+    for name in ("transformers", "torch", "huggingface_hub", "safetensors"):
+        try:
+            rows.append((name, version(name)))
+        except PackageNotFoundError:
+            rows.append((name, "not installed"))
+    return rows
+
+
+def usage_id(model_name: str, model_path: str | os.PathLike | None = None) -> str:
+    """What the card's snippets pass to `from_pretrained`: the Hub id when `model_name` is
+    one, else the folder path `model_path`; never a bare name that loads from nowhere."""
+    if is_hub_id(model_name):
+        return model_name
+    if model_path is not None:
+        return os.fspath(model_path)
+    warnings.warn(
+        f"model_name {model_name!r} is not a Hub id ('owner/name') and no model_path was given: the card's usage "
+        f"snippets load from the placeholder 'path/to/{model_name}'; pass model_path=<the folder the model is saved in> "
+        "or a Hub id",
+        UserWarning,
+        stacklevel=3,
+    )
+    return f"path/to/{model_name}"
+
+
 def render_model_card(
     config: CJEPAConfig,
     *,
@@ -297,16 +421,25 @@ def render_model_card(
     conversion: Mapping[str, Any] | None = None,
     template_path: str | os.PathLike | None = None,
     variants_path: str | os.PathLike | None = None,
+    image_processor: Any | None = None,
+    model_path: str | os.PathLike | None = None,
+    compute: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """Render the model card of a release from the run's real config and measured results.
 
     config: the run's `CJEPAConfig` (architecture, masking, loss, VICReg source).
-    model_name: the Hub repo id (used in the usage snippets and as the model-index name).
+    model_name: the Hub repo id, or a name (the title and the model-index name).
+    model_path: the folder the model is saved in; the usage snippets load from it when
+        `model_name` is not a Hub id (see `usage_id`).
+    image_processor: the processor saved beside the model, described in the card;
+        default `build_image_processor(config)` (resize + centre crop).
+    compute: "hardware" and "wall_time_s" of the run, when known (see `compute_rows`).
     training_args: the run's training arguments as a dict (`TrainingArguments.to_dict()`);
         None: the recipe section says they were not recorded.
     results: measured results (see `to_eval_result`); None or []: "not evaluated", no
         model-index.
-    base_model, datasets, license: Hub metadata; default to the variant's entry.
+    base_model, datasets, license: Hub metadata; default to the variant's entry. `base_model`
+        must be Hub ids ('owner/name'); a local path is refused (it means nothing on the Hub).
     variant: a key of `model_cards/variants.json`; default: inferred from the geometry
         (family "ijepa" when `conversion` is given, else "cjepa").
     trainer_state: `trainer_state.json` of the run (steps, epochs, last loss).
@@ -333,6 +466,13 @@ def render_model_card(
         datasets = [datasets]
     datasets = list(datasets) if datasets else list(entry.get("datasets") or [])
     base_model = base_model if base_model is not None else entry.get("base_model")
+    base_models = [base_model] if isinstance(base_model, str) else list(base_model or [])
+    not_ids = [b for b in base_models if not is_hub_id(b)]
+    if not_ids:
+        raise ValueError(
+            f"base_model must be Hub ids ('owner/name'), got {not_ids}: the card's metadata links it on the Hub, where "
+            "a local path means nothing; leave base_model out for a model that did not start from a Hub model"
+        )
     license = license or entry["license"]
     trained_with_vicreg = family == "cjepa" and config.vicreg_weight > 0
     tags = list(dict.fromkeys([*BASE_TAGS, *entry.get("tags", []), *(["vicreg"] if trained_with_vicreg else [])]))
@@ -343,13 +483,14 @@ def render_model_card(
         license=license,
         tags=tags,
         datasets=datasets or None,
-        base_model=base_model,
+        base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
         model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results or None,
         metrics=sorted({r.metric_type for r in eval_results}) or None,
     )
 
-    processor = build_image_processor(config)
+    processor = image_processor if image_processor is not None else build_image_processor(config)
+    load_id = usage_id(model_name, model_path)
     architecture = _rows([
         ("image size", f"{config.image_size} x {config.image_size}"),
         ("patch size", config.patch_size),
@@ -379,12 +520,7 @@ def render_model_card(
         ("VICReg source", config.vicreg_source),
         ("projector sizes", (config.hidden_size, *config.projector_dims)),
     ])
-    preprocessing = _rows([
-        ("resize shortest edge", f"{processor.size['shortest_edge']} (bicubic)"),
-        ("center crop", f"{config.image_size} x {config.image_size}"),
-        ("mean", tuple(IMAGENET_MEAN)),
-        ("std", tuple(IMAGENET_STD)),
-    ])
+    preprocessing = preprocessing_rows(processor)
     result_rows = [
         {
             "task": r.task_name or r.task_type,
@@ -410,6 +546,7 @@ def render_model_card(
         card_data,
         template_path=str(path),
         repo_id=model_name,
+        load_id=load_id,
         variant_name=variant,
         variant=entry,
         family=family,
@@ -430,8 +567,11 @@ def render_model_card(
         run=run_rows(trainer_state) if trainer_state else None,
         results=result_rows,
         dataset_list=datasets,
-        base_model_list=[base_model] if isinstance(base_model, str) else list(base_model or []),
+        base_model_list=base_models,
         conversion=_rows(list(conversion.items())) if conversion else None,
+        compute=compute_rows(compute, trainer_state),
+        versions=library_versions(),
+        saved_with_transformers=getattr(config, "transformers_version", None),
     )
 
 
@@ -515,9 +655,38 @@ def release_files(folder: str | os.PathLike) -> list[str]:
     return files
 
 
-def save_release(encoder: CJEPAModel, output_dir: str | os.PathLike, card: ModelCard) -> list[str]:
+def find_image_processor(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The `preprocessor_config.json` a run saved with a checkpoint: in the folder, or, for
+    a Trainer `checkpoint-N` folder, in its parent output folder; None when there is none."""
+    folder = Path(checkpoint_dir)
+    places = [folder] + ([folder.parent] if folder.name.startswith("checkpoint-") else [])
+    for place in places:
+        if (place / PROCESSOR_NAME).is_file():
+            return place / PROCESSOR_NAME
+    return None
+
+
+def load_image_processor_file(path: str | os.PathLike) -> Any:
+    """An image processor from a `preprocessor_config.json` file or the folder holding one."""
+    from transformers import AutoImageProcessor
+
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if not (folder / PROCESSOR_NAME).is_file():
+        raise FileNotFoundError(f"no {PROCESSOR_NAME} at {os.fspath(path)!r}")
+    return AutoImageProcessor.from_pretrained(folder)
+
+
+def save_release(
+    encoder: CJEPAModel,
+    output_dir: str | os.PathLike,
+    card: ModelCard,
+    image_processor: Any | str | os.PathLike | None = None,
+) -> list[str]:
     """Write `encoder` (a `CJEPAModel`), its remote code, image processor and `card` to a
-    new or empty `output_dir`; returns the files written."""
+    new or empty `output_dir`; returns the files written. `image_processor`: a
+    `preprocessor_config.json` (or its folder), copied byte for byte; a processor object,
+    saved; None: the default `build_image_processor(encoder.config)`."""
     if not isinstance(encoder, CJEPAModel):
         raise TypeError(f"a release holds a CJEPAModel (the target encoder), got {type(encoder).__name__}")
     out = Path(output_dir)
@@ -527,7 +696,14 @@ def save_release(encoder: CJEPAModel, output_dir: str | os.PathLike, card: Model
             "choose a new folder or remove it"
         )
     out.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(out)
+    encoder.save_pretrained(out)  # writes the default processor; replaced below when one is given
+    if isinstance(image_processor, (str, os.PathLike)):
+        source = Path(image_processor)
+        source = source / PROCESSOR_NAME if source.is_dir() else source
+        shutil.copyfile(source, out / PROCESSOR_NAME)  # the run's own preprocessing, unchanged
+    elif image_processor is not None:
+        (out / PROCESSOR_NAME).unlink(missing_ok=True)
+        image_processor.save_pretrained(out)
     card.save(out / "README.md")
     return release_files(out)
 
@@ -545,15 +721,25 @@ def export_release(
     license: str | None = None,
     conversion: Mapping[str, Any] | None = None,
     template_path: str | os.PathLike | None = None,
+    image_processor: Any | str | os.PathLike | None = None,
+    compute: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """From a training checkpoint folder (a saved `CJEPAForPreTraining`: config.json +
     model.safetensors, as Trainer writes it) write a release folder: the target encoder as a
     `CJEPAModel` (safetensors), config.json with auto_map, the remote-code files,
     preprocessor_config.json and README.md (the card). Returns the files written.
 
+    image_processor: the preprocessing the release carries; default: the
+    `preprocessor_config.json` the run saved (`find_image_processor`), copied as it is, so
+    that the release computes the same features as the run's own folders (a Fashion-MNIST
+    run pads 28 -> 32; rebuilding the default processor would resize instead). Only when the
+    run saved none is the default (resize + centre crop) written, with a warning.
     training_args: a dict, a JSON file, or None to read `training_args.json` next to the
     checkpoint (see `read_training_records`); `training_args.bin` is never unpickled.
-    The other keywords go to `render_model_card`."""
+    compute: hardware / wall time (`compute_rows`); the wall time defaults to the
+    `train_runtime` of `trainer_state.json`, or `wall_time_s` of the run's
+    `pretrain_summary.json`. The other keywords go to `render_model_card`; the card's
+    snippets load from `model_name` when it is a Hub id, else from `output_dir`."""
     found_args, trainer_state = read_training_records(checkpoint_dir)
     if isinstance(training_args, (str, os.PathLike)):
         with open(training_args, encoding="utf-8") as f:
@@ -561,6 +747,31 @@ def export_release(
     elif training_args is None:
         training_args = found_args
     encoder = load_target_encoder(checkpoint_dir)
+    if image_processor is None:
+        image_processor = find_image_processor(checkpoint_dir)
+        if image_processor is None:
+            warnings.warn(
+                f"no {PROCESSOR_NAME} in {os.fspath(checkpoint_dir)!r} or its output folder: the release gets the "
+                "default processor (resize + centre crop); pass image_processor= (--image-processor) if training "
+                "preprocessed otherwise",
+                UserWarning,
+                stacklevel=2,
+            )
+    processor = (
+        load_image_processor_file(image_processor) if isinstance(image_processor, (str, os.PathLike))
+        else image_processor if image_processor is not None else build_image_processor(encoder.config)
+    )
+    compute = dict(compute or {})
+    if compute.get("wall_time_s") is None:
+        folder = Path(checkpoint_dir)
+        for place in [folder] + ([folder.parent] if folder.name.startswith("checkpoint-") else []):
+            summary = place / "pretrain_summary.json"  # scripts/pretrain.py's record of the run
+            if summary.is_file():
+                with open(summary, encoding="utf-8") as f:
+                    wall = json.load(f).get("wall_time_s")
+                if wall is not None:
+                    compute["wall_time_s"] = wall
+                break
     card = render_model_card(
         encoder.config,
         model_name=model_name,
@@ -573,11 +784,32 @@ def export_release(
         trainer_state=trainer_state,
         conversion=conversion,
         template_path=template_path,
+        image_processor=processor,
+        model_path=output_dir,
+        compute=compute,
     )
-    return save_release(encoder, output_dir, card)
+    return save_release(encoder, output_dir, card, image_processor=image_processor if image_processor is not None else processor)
 
 
 # ============================================================================ upload
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def _is_unreachable(error: BaseException) -> bool:
+    """Offline mode (`OfflineModeIsEnabled` is a ConnectionError), a refused or failed
+    connection, a DNS failure or a timeout, from any HTTP client huggingface_hub may use."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    network = {"TransportError", "NetworkError", "ConnectError", "ConnectTimeout", "TimeoutException",
+               "ConnectionError", "Timeout", "NewConnectionError", "MaxRetryError"}
+    return any(
+        cls.__name__ in network and cls.__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
+        for cls in type(error).__mro__
+    )
 
 
 @dataclasses.dataclass
@@ -605,16 +837,24 @@ def push_release(
     file goes up). The token defaults to huggingface_hub's (HF_TOKEN or `hf auth login`)."""
     files = release_files(folder)
     api = api if api is not None else HfApi(token=token)
-    repo_url = api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=getattr(repo_url, "repo_id", None) or repo_id,
-        folder_path=os.fspath(folder),
-        commit_message=commit_message,
-        token=token,
-        repo_type="model",
-        revision=revision,
-        allow_patterns=files,
-    )
+    try:
+        repo_url = api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=getattr(repo_url, "repo_id", None) or repo_id,
+            folder_path=os.fspath(folder),
+            commit_message=commit_message,
+            token=token,
+            repo_type="model",
+            revision=revision,
+            allow_patterns=files,
+        )
+    except Exception as error:  # noqa: BLE001 - only network failures are translated; the rest re-raise
+        if not _is_unreachable(error):
+            raise
+        raise HubUnreachableError(
+            f"cannot push to {repo_id!r}: the Hugging Face Hub cannot be reached ({_one_line(error)}); "
+            f"the release folder {os.fspath(folder)!r} is complete, push it again when online"
+        ) from error
     return PushedRelease(
         repo_id=getattr(repo_url, "repo_id", None) or repo_id,
         repo_url=str(repo_url),
@@ -624,15 +864,23 @@ def push_release(
 
 
 __all__ = [
+    "HubUnreachableError",
     "MODEL_CARDS_ENV",
+    "PROCESSOR_NAME",
     "model_cards_dir",
     "RELEASE_FILES",
     "PushedRelease",
+    "compute_rows",
     "export_release",
+    "find_image_processor",
     "infer_variant",
+    "is_hub_id",
+    "library_versions",
+    "load_image_processor_file",
     "load_results",
     "load_target_encoder",
     "load_variants",
+    "preprocessing_rows",
     "push_release",
     "read_training_records",
     "recipe_rows",
@@ -641,5 +889,6 @@ __all__ = [
     "run_rows",
     "save_release",
     "to_eval_result",
+    "usage_id",
     "variant_mismatches",
 ]
