@@ -39,3 +39,11 @@ def test_trainer_on_two_processes_keeps_ranks_identical(ddp_result):
     assert r["rank_weight_max_diff"] == 0.0
     assert r["ema_moved"]
     assert len(r["logged"]) == 2 and all(l["vicreg_variance"] > 0 for l in r["logged"])
+
+
+def test_online_probe_and_knn_monitor_on_two_processes(ddp_result):
+    r = ddp_result["online_eval"]
+    assert r["probe_rank_max_diff"] == 0.0  # every rank trains its copy on the gathered batch
+    assert len(r["probe_logged"]) == 2
+    assert r["eval_knn_top1"] == r["ref_knn_top1"]  # gathered features = one process on the whole set
+    assert r["eval_linear_top1"] == r["ref_linear_top1"]

@@ -8,6 +8,11 @@ Per optimizer step (PAPER.md section 4):
     linearly over the run.
 Every schedule is a pure function of the global step, so resuming is exact by construction.
 
+Online evaluation (`cjepa_hf.online_eval`): when the training data carries labels, a linear
+probe trains on the detached target features at every step (`online_linear_top1` in the
+logs); with an `eval_dataset` (a `KNNMonitorSet`) and `eval_strategy="steps"`, `evaluate`
+logs `eval_knn_top1` and `eval_linear_top1` every `eval_steps`.
+
 A non-finite loss skips the update and the EMA step without a host sync (fused AdamW's
 `found_inf`), is counted and logged; `max_consecutive_nonfinite` of them in a row stop training
 with an error instead of writing NaN weights.
@@ -21,6 +26,7 @@ import math
 import os
 import re
 import struct
+import time
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +38,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .losses import effective_rank, feature_std
 from .modeling_cjepa import CJEPAForPreTraining
+from .online_eval import PROBE_OPTIMIZER, PROBE_WEIGHTS, KNNMonitorSet, OnlineLinearProbe, infer_num_labels
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +113,18 @@ class CJEPATrainingArguments(TrainingArguments):
         default=True, metadata={"help": "Log feature std and effective rank of the target features at logging steps."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collated mask tensors."})
+    online_probe: bool = field(
+        default=True,
+        metadata={"help": "Train a linear probe on the detached target features when the training data has labels "
+                  "(logged as online_linear_top1; never changes the encoders' updates)."},
+    )
+    online_probe_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the online probe."})
+    online_probe_num_labels: int | None = field(
+        default=None, metadata={"help": "Classes of the online probe (default: from the data's ClassLabel feature)."}
+    )
+    knn_k: int = field(default=20, metadata={"help": "Neighbours of the k-NN monitor."})
+    knn_temperature: float = field(default=0.07, metadata={"help": "Temperature of the k-NN monitor's weighted vote."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per forward of the k-NN monitor."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -119,6 +138,14 @@ class CJEPATrainingArguments(TrainingArguments):
         for name in ("warmup_start_lr", "final_lr", "final_weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.online_probe_lr > 0:
+            raise ValueError(f"online_probe_lr must be > 0, got {self.online_probe_lr!r}")
+        if self.online_probe_num_labels is not None and self.online_probe_num_labels < 2:
+            raise ValueError(f"online_probe_num_labels must be >= 2, got {self.online_probe_num_labels!r}")
+        if self.knn_k < 1:
+            raise ValueError(f"knn_k must be >= 1, got {self.knn_k!r}")
+        if not self.knn_temperature > 0:
+            raise ValueError(f"knn_temperature must be > 0, got {self.knn_temperature!r}")
         if self.max_consecutive_nonfinite < 1:
             raise ValueError(f"max_consecutive_nonfinite must be >= 1, got {self.max_consecutive_nonfinite!r}")
 
@@ -154,7 +181,7 @@ def validate_checkpoint(folder: str) -> None:
     state (zip archives checked for integrity), trainer_state.json, and the mask collator state."""
     if not os.path.isdir(folder):
         raise CorruptCheckpointError(f"checkpoint {folder!r} does not exist")
-    weights = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+    weights = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and f != PROBE_WEIGHTS)
     if not weights:
         raise CorruptCheckpointError(f"checkpoint {folder!r} has no *.safetensors weights")
     index = os.path.join(folder, "model.safetensors.index.json")
@@ -166,10 +193,15 @@ def validate_checkpoint(folder: str) -> None:
             raise CorruptCheckpointError(f"checkpoint {folder!r} lacks weight shards {missing}")
     for name in weights:
         _check_safetensors(os.path.join(folder, name))
+    if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):
+        _check_safetensors(os.path.join(folder, PROBE_WEIGHTS))
     for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "config.json", "cjepa_state.json"):
         if not os.path.exists(os.path.join(folder, name)):
             raise CorruptCheckpointError(f"checkpoint {folder!r} lacks {name}")
-    for name in ("optimizer.pt", "scheduler.pt"):
+    archives = ["optimizer.pt", "scheduler.pt"]
+    if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):
+        archives.append(PROBE_OPTIMIZER)
+    for name in archives:
         path = os.path.join(folder, name)
         try:
             with zipfile.ZipFile(path) as archive:
@@ -288,7 +320,29 @@ class CJEPATrainer(Trainer):
         self._epoch_records = torch.zeros(self._stream_workers(), dtype=torch.long, device=device)
         self._resume_records: list[int] | None = None
         self._resume_checkpoint: str | None = None
+        self.online_probe = self._build_online_probe()
+        self._probe_sums = torch.zeros(3, device=device)  # loss sum, correct, seen: since the last log
         self.add_callback(_CJEPACallback(self))
+
+    def _build_online_probe(self) -> OnlineLinearProbe | None:
+        """The online probe, when asked for and the data has labels (or the classes are given)."""
+        args = self.args
+        if not args.online_probe:
+            return None
+        num_labels = args.online_probe_num_labels or infer_num_labels(self.train_dataset)
+        if num_labels is None:
+            if getattr(self.train_dataset, "label_column", None) is not None:
+                raise ValueError(
+                    f"the training data has a label column ({self.train_dataset.label_column!r}) but its feature does "
+                    "not give the number of classes: set --online_probe_num_labels, or --online_probe false"
+                )
+            return None  # no labels: nothing to probe
+        hidden = self.accelerator.unwrap_model(self.model).config.hidden_size
+        with torch.random.fork_rng(devices=[]):  # the probe's init must not shift the run's RNG
+            torch.manual_seed(args.seed)
+            probe = OnlineLinearProbe(hidden, num_labels, lr=args.online_probe_lr).to(args.device)
+        probe.build_optimizer()
+        return probe
 
     # ---------------------------------------------------------------- optimizer and schedule
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
@@ -418,6 +472,9 @@ class CJEPATrainer(Trainer):
                 saved = json.load(f)
             self._nonfinite_total.fill_(saved.get("nonfinite_steps", 0))
             self._skipped_records.fill_(saved.get("skipped_records", 0))
+            if self.online_probe is not None:
+                self.online_probe.load(resume_from_checkpoint)
+                self._probe_sums.copy_(torch.tensor(saved.get("online_probe_sums", [0.0, 0.0, 0.0])))
             if not _is_iterable(self.train_dataset):
                 with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
                     self._resume_position(json.load(f)["global_step"])
@@ -440,7 +497,7 @@ class CJEPATrainer(Trainer):
         inputs = dict(inputs)
         skipped = inputs.pop("num_skipped", None)
         data_worker = inputs.pop("data_worker", None)
-        inputs.pop("labels", None)
+        labels = inputs.pop("labels", None)
         if skipped is not None and model.training:
             self._skipped_records += skipped.to(self._skipped_records.device)
         if model.training:
@@ -460,7 +517,68 @@ class CJEPATrainer(Trainer):
                     self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value.detach().float()
             self._metric_count += 1
             self._last_target_features = outputs.target_pooled_output.detach()
+            if self.online_probe is not None and labels is not None:
+                self._probe_step(outputs.target_pooled_output, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def _probe_step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """One online-probe update on the batch of every process (gathered, so that all
+        copies of the probe see the same data and stay equal)."""
+        features, labels = features.detach(), labels.to(features.device)
+        if self.accelerator.num_processes > 1:
+            features, labels = self.accelerator.gather(features), self.accelerator.gather(labels)
+        loss, correct, used = self.online_probe.step(features, labels)
+        self._probe_sums += torch.stack([loss * labels.numel(), correct, used * labels.numel()])
+
+    # ---------------------------------------------------------------- online evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The k-NN monitor: encode the `KNNMonitorSet` with the target encoder (each process
+        its share, features gathered), score its queries against its memory bank with
+        `cjepa_hf.evaluation.knn_accuracy` and, when there is one, with the online probe.
+        Logs `{prefix}_knn_top1`, `{prefix}_linear_top1` and `{prefix}_runtime`."""
+        from .evaluation import encode, knn_accuracy
+
+        monitor = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(monitor, KNNMonitorSet):
+            raise TypeError(
+                f"CJEPATrainer evaluates with a cjepa_hf.online_eval.KNNMonitorSet, got {type(monitor).__name__}"
+            )
+        start = time.time()
+        encoder = self.accelerator.unwrap_model(self.model).target_encoder
+        device = self.args.device
+        positions, features, labels = [], [], []
+        with torch.no_grad():
+            for index, pixels, y in monitor.batches(
+                self.args.process_index, self.args.world_size, self.args.per_device_eval_batch_size
+            ):
+                features.append(encode(encoder, pixels.to(device)).float())
+                positions.append(index.to(device))
+                labels.append(y.to(device))
+        dim = encoder.config.hidden_size
+        positions = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long, device=device)
+        features = torch.cat(features) if features else torch.zeros(0, dim, device=device)
+        labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+        if self.accelerator.num_processes > 1:  # shares differ by at most one example: pad, gather, drop
+            positions = self.accelerator.gather(self.accelerator.pad_across_processes(positions, pad_index=-1))
+            features = self.accelerator.gather(self.accelerator.pad_across_processes(features))
+            labels = self.accelerator.gather(self.accelerator.pad_across_processes(labels))
+            keep = positions >= 0
+            positions, features, labels = positions[keep], features[keep], labels[keep]
+        order = positions.argsort()
+        positions, features, labels = positions[order], features[order], labels[order]
+        bank = positions < monitor.bank_size
+        metrics = {
+            f"{metric_key_prefix}_knn_top1": knn_accuracy(
+                features[bank].cpu(), labels[bank].cpu(), features[~bank].cpu(), labels[~bank].cpu(),
+                k=self.args.knn_k, temperature=self.args.knn_temperature,
+            ),
+        }
+        if self.online_probe is not None:
+            metrics[f"{metric_key_prefix}_linear_top1"] = self.online_probe.accuracy(features[~bank], labels[~bank])
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     # ---------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -477,6 +595,12 @@ class CJEPATrainer(Trainer):
                 skipped = self.accelerator.reduce(skipped.reshape(1).clone(), reduction="sum")[0]
             logs["skipped_records"] = int(skipped.item())
             logs["nonfinite_steps"] = int(self._nonfinite_total.item())
+            if self.online_probe is not None:
+                loss_sum, correct, seen = self._probe_sums.tolist()
+                if seen > 0:
+                    logs["online_probe_loss"] = loss_sum / seen
+                    logs["online_linear_top1"] = correct / seen
+                self._probe_sums.zero_()
             if self.args.collapse_monitor and self._last_target_features is not None:
                 features = self._last_target_features
                 if self.accelerator.num_processes > 1:
@@ -524,6 +648,9 @@ class CJEPATrainer(Trainer):
             }
             if data is not None:
                 state["data"] = data  # the stream's position, for an exact resume
+            if self.online_probe is not None:
+                self.online_probe.save(folder)
+                state["online_probe_sums"] = self._probe_sums.tolist()
             with open(os.path.join(folder, "cjepa_state.json"), "w") as f:
                 json.dump(state, f, indent=2)
 

@@ -80,10 +80,49 @@ def trainer_check(out_dir: str) -> dict:
     }
 
 
+def online_eval_check(out_dir: str) -> dict:
+    """The online probe and the k-NN monitor on 2 processes: the probe copies stay equal, and
+    the monitor (each rank encodes half of the set, features gathered) equals one process
+    scoring the whole set with the offline k-NN."""
+    from cjepa_hf.evaluation import extract_features, knn_accuracy
+    from cjepa_hf.online_eval import KNNMonitorSet
+
+    config = CJEPAConfig(**TINY)
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    g = torch.Generator().manual_seed(3)
+    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "label": i % 3} for i in range(64)]
+    monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=31, query_size=20)
+    args = CJEPATrainingArguments(
+        output_dir=os.path.join(out_dir, "online"), max_steps=2, per_device_train_batch_size=4, logging_steps=1,
+        use_cpu=True, report_to="none", warmup_steps=1, seed=0, disable_tqdm=True, save_strategy="no",
+        online_probe_num_labels=10, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=8,
+    )
+    trainer = CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0),
+                           eval_dataset=monitor)
+    trainer.train()
+    probe = trainer.online_probe.head.weight.detach().flatten()
+    gathered = trainer.accelerator.gather(probe.unsqueeze(0))
+    evals = [h for h in trainer.state.log_history if "eval_knn_top1" in h]
+    pixels = torch.stack([x for _, xs, _ in monitor.batches(batch_size=64) for x in xs])
+    labels = torch.cat([y for _, _, y in monitor.batches(batch_size=64)])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pixels, labels), batch_size=64)
+    features, _ = extract_features(model.target_encoder, loader)
+    return {
+        "probe_rank_max_diff": (gathered[0] - gathered[-1]).abs().max().item(),
+        "probe_logged": [h["online_linear_top1"] for h in trainer.state.log_history if "online_linear_top1" in h],
+        "eval_knn_top1": evals[-1]["eval_knn_top1"],
+        "eval_linear_top1": evals[-1]["eval_linear_top1"],
+        "ref_knn_top1": knn_accuracy(features[:31], labels[:31], features[31:], labels[31:], k=20, temperature=0.07),
+        "ref_linear_top1": trainer.online_probe.accuracy(features[31:], labels[31:]),
+    }
+
+
 if __name__ == "__main__":
     out_dir = sys.argv[1]
     result = {"gradients": gradient_check(out_dir)}
     result["trainer"] = trainer_check(out_dir)
+    result["online_eval"] = online_eval_check(out_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)

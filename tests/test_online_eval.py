@@ -1,0 +1,140 @@
+"""Online evaluation: the linear probe on detached target features and the k-NN monitor."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
+from cjepa_hf.evaluation import extract_features, knn_accuracy
+from cjepa_hf.masking import MaskCollator
+from cjepa_hf.online_eval import KNNMonitorSet, OnlineLinearProbe
+from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments, validate_checkpoint
+
+from conftest import TINY
+
+HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_tiny.py")
+
+
+def _labelled(n=32, seed=0, poison=()):
+    g = torch.Generator().manual_seed(seed)
+    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "label": i % 3} for i in range(n)]
+    for i in poison:
+        data[i]["pixel_values"] = torch.full((3, 32, 32), float("nan"))
+    return data
+
+
+def _trainer(tmp_path, data, eval_dataset=None, **kw):
+    config = CJEPAConfig(**TINY)
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    args = CJEPATrainingArguments(**{
+        "output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "per_device_train_batch_size": 4,
+        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 1, "seed": 0, **kw})
+    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0),
+                        eval_dataset=eval_dataset)
+
+
+def test_the_probe_leaves_the_encoders_updates_unchanged(tmp_path):
+    with_probe = _trainer(tmp_path / "a", _labelled(), max_steps=5, online_probe_num_labels=3)
+    without = _trainer(tmp_path / "b", _labelled(), max_steps=5, online_probe=False)
+    probe_before = with_probe.online_probe.head.weight.detach().clone()
+    with_probe.train()
+    without.train()
+    assert without.online_probe is None
+    a, b = with_probe.model.state_dict(), without.model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    # ... while the probe itself did learn and its accuracy was logged
+    assert not torch.equal(probe_before, with_probe.online_probe.head.weight)
+    logs = [h for h in with_probe.state.log_history if "online_linear_top1" in h]
+    assert len(logs) == 5 and all(0.0 <= h["online_linear_top1"] <= 1.0 for h in logs)
+    assert all(h["online_probe_loss"] > 0 for h in logs)
+    assert not any(k.startswith("online") for k in with_probe.model.state_dict())  # never exported
+
+
+def test_a_nonfinite_batch_does_not_touch_the_probe():
+    probe = OnlineLinearProbe(8, 3)
+    probe.build_optimizer()
+    x, y = torch.randn(6, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    probe.step(x, y)
+    before = {k: v.clone() for k, v in probe.state_dict().items()}
+    loss, correct, used = probe.step(torch.full((6, 8), float("nan")), y)
+    assert (loss.item(), correct.item(), used.item()) == (0.0, 0.0, 0.0)
+    for key, value in probe.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert int(probe.optimizer.state[probe.head.weight]["step"]) == 1
+
+
+def test_the_probe_needs_a_class_count_when_the_data_does_not_give_one(tmp_path):
+    class Stream(torch.utils.data.IterableDataset):
+        label_column = "label"
+
+        def __iter__(self):
+            return iter(_labelled())
+
+    with pytest.raises(ValueError, match="set --online_probe_num_labels"):
+        _trainer(tmp_path, Stream(), max_steps=1)
+    with pytest.raises(ValueError, match="online_probe_lr must be > 0, got 0"):
+        CJEPATrainingArguments(output_dir=str(tmp_path), use_cpu=True, online_probe_lr=0.0)
+
+
+def test_knn_monitor_equals_the_offline_knn_on_the_same_features(tmp_path):
+    monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=60, query_size=40)
+    assert monitor.num_labels == 10
+    trainer = _trainer(tmp_path, _labelled(), eval_dataset=monitor, max_steps=2, online_probe_num_labels=10,
+                       eval_strategy="steps", eval_steps=2, eval_on_start=True, per_device_eval_batch_size=16)
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_knn_top1" in h]
+    assert [h["step"] for h in evals] == [0, 2]
+    # offline: the same 100 images through the evaluation module's feature extraction
+    pixels = torch.stack([x for _, x, _ in _flat(monitor)])
+    labels = torch.tensor([y for _, _, y in _flat(monitor)])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pixels, labels), batch_size=50)
+    features, _ = extract_features(trainer.model.target_encoder, loader)
+    expected = knn_accuracy(features[:60], labels[:60], features[60:], labels[60:], k=20, temperature=0.07)
+    assert evals[-1]["eval_knn_top1"] == expected
+    assert 0.0 < expected < 1.0  # a real score, not a degenerate one
+    assert evals[-1]["eval_linear_top1"] == trainer.online_probe.accuracy(features[60:], labels[60:])
+
+
+def _flat(monitor):
+    for positions, pixels, labels in monitor.batches(batch_size=7):
+        yield from zip(positions.tolist(), pixels, labels.tolist())
+
+
+def test_knn_monitor_shares_cover_the_set_once():
+    monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=10, query_size=5)
+    whole = [p for p, _, _ in _flat(monitor)]
+    shares = [int(p) for r in range(2) for positions, _, _ in monitor.batches(r, 2, batch_size=3) for p in positions]
+    assert whole == list(range(15)) and sorted(shares) == whole
+    with pytest.raises(ValueError, match="eval_bank_size must be a positive integer, got 0"):
+        KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=0)
+
+
+def _run(args, timeout=400):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, HELPER, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_resume_with_the_probe_is_exact(tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    _run([full, 6, "--save-steps", 3, "--labels"])
+    validate_checkpoint(str(full / "checkpoint-3"))
+    assert (full / "checkpoint-3" / "online_probe.safetensors").exists()
+    shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
+    _run([resumed, 6, "--resume", resumed / "checkpoint-3", "--labels"])
+    a = json.loads((full / "run.json").read_text())
+    b = json.loads((resumed / "run.json").read_text())
+    assert len(a["probe"]) == 3 * 32
+    assert max(abs(u - v) for u, v in zip(a["probe"], b["probe"])) <= 1e-6
+    for x, y in zip(a["logs"][3:], b["logs"][3:]):
+        assert x["online_linear_top1"] == pytest.approx(y["online_linear_top1"], abs=1e-6)
+        assert x["online_probe_loss"] == pytest.approx(y["online_probe_loss"], abs=1e-5)
