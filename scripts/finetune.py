@@ -7,9 +7,9 @@ Shaped like transformers' `examples/pytorch/image-classification/run_image_class
         --eval_split test --output_dir outputs/finetune-fmnist --do_train --do_eval \
         --num_train_epochs 5 --per_device_train_batch_size 128 --learning_rate 5e-4 \
         --eval_strategy epoch --save_strategy epoch --load_best_model_at_end --metric_for_best_model accuracy
-    python scripts/finetune.py --model_name_or_path me/cjepa-vit-b16 --train_dir images/train \
+    python scripts/finetune.py --model_name_or_path me/cjepa-vitb16 --train_dir images/train \
         --validation_dir images/val --output_dir outputs/ft --do_train --do_eval \
-        --push_to_hub --hub_model_id me/cjepa-vit-b16-myimages
+        --push_to_hub --hub_model_id me/cjepa-vitb16-myimages
 
 `--model_name_or_path`: a pretraining checkpoint (its EMA target encoder becomes the backbone)
 or an exported encoder, a folder or a Hub id; the classification head is new. Data: a Hub
@@ -44,18 +44,17 @@ from transformers.trainer_utils import get_last_checkpoint
 import cjepa_hf  # noqa: F401 - registers the "cjepa" model type with the Auto classes
 from cjepa_hf.evaluation import (
     ACCURACY_METRIC_PATH,
-    ClassificationTransform,
     batch_transform,
     check_columns,
     collate_classification,
-    default_pad_to,
-    eval_image_processor,
     label_names,
     load_accuracy_metric,
     load_labelled_dataset,
+    model_transforms,
     split_train_eval,
     subsample,
 )
+from cjepa_hf.hub import is_hub_id
 
 logger = logging.getLogger("cjepa_hf.finetune")
 
@@ -162,17 +161,20 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # ---------------------------------------------------------------- transforms
+    # The model's saved image processor (preprocessor_config.json) decides, for any dataset
+    # (e.g. an image folder of 28 px images under a padding processor); only a model without
+    # one falls back to the dataset-name rule (Fashion-MNIST padded, the rest resized).
     source = data_args.dataset_name if data_args.train_dir is None and data_args.validation_dir is None else None
-    pad_to = default_pad_to(source, config.image_size, config.patch_size)
-    train_transform = ClassificationTransform(
-        config.image_size, train=True, pad_to=pad_to, scale=(data_args.min_crop_scale, 1.0), hflip=data_args.random_flip
+    train_transform, eval_transform, image_processor = model_transforms(
+        model_args.model_name_or_path, config, source, scale=(data_args.min_crop_scale, 1.0),
+        hflip=data_args.random_flip, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+        token=model_args.token,
     )
-    eval_transform = ClassificationTransform(config.image_size, train=False, pad_to=pad_to)
     columns = (data_args.image_column_name, data_args.label_column_name)
     train_ds = train_ds.with_transform(batch_transform(train_transform, *columns))
     eval_ds = eval_ds.with_transform(batch_transform(eval_transform, *columns))
-    # Saved with the model: AutoImageProcessor / pipeline users get the evaluation preprocessing.
-    image_processor = eval_image_processor(config, pad_to)
+    # `image_processor` is saved with the model: AutoImageProcessor / pipeline users get the
+    # evaluation preprocessing.
 
     metric = load_accuracy_metric(data_args.metric)
 
@@ -207,8 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
         all_results.update(metrics)
 
     base_model = model_args.base_model_name or model_args.model_name_or_path
+    if model_args.base_model_name is not None and not is_hub_id(model_args.base_model_name):
+        raise ValueError(f"--base_model_name must be a Hub id ('owner/name'), got {model_args.base_model_name!r}")
     card_kwargs = {
-        "finetuned_from": base_model,
+        # The card's base_model links to the Hub: only a Hub id goes there, never a local path
+        # (None lets Trainer leave it out, as it does for a local folder).
+        "finetuned_from": base_model if is_hub_id(base_model) else None,
         "tasks": "image-classification",
         "tags": ["image-classification", "vision", "cjepa", "jepa"],
     }

@@ -5,14 +5,17 @@
     python scripts/linear_probe.py --model_name_or_path outputs/quickstart --last_n_layers 4 --output probe.json
     python scripts/linear_probe.py --model_name_or_path outputs/quickstart --random_init   # random-weights baseline
     python scripts/linear_probe.py --raw_pixels --image_size 32 --dataset_name fashion_mnist  # raw-pixel baseline
-    python scripts/linear_probe.py --model_name_or_path me/cjepa-vit-b16 --dataset_name ILSVRC/imagenet-1k \
+    python scripts/linear_probe.py --model_name_or_path me/cjepa-vitb16 --dataset_name ILSVRC/imagenet-1k \
         --eval_split validation --max_train_samples 100000 --feature_cache_dir features/
 
 The encoder is `AutoModel.from_pretrained(model_name_or_path)`: a pretraining checkpoint gives
 its EMA target encoder. Features (mean-pooled; `--last_n_layers n`: the concatenated pooled,
 layer-normed last n blocks) are extracted once per split, then the linear probe (weight decay
 picked on a held-out part of the training split) and the k-NN classifier are scored on the
-evaluation split. Prints a table and writes JSON (`--output`).
+evaluation split. Images go through the model's saved image processor when it has one
+(any dataset), else the dataset-name rule (Fashion-MNIST padded 28 -> 32, the rest resized).
+Prints a table and writes JSON (`--output`), whose "results" key (an encoder's linear-probe
+and k-NN accuracy, fractions in [0, 1]) `scripts/push_to_hub.py --results` accepts.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from cjepa_hf.evaluation import (
     load_encoder,
     load_labelled_dataset,
     markdown_table,
+    model_transforms,
+    probe_results,
     raw_pixel_features,
     split_train_eval,
     subsample,
@@ -121,20 +126,20 @@ def run(args: ProbeArguments) -> dict:
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(args.model_name_or_path)
-            image_size, patch_size = config.image_size, config.patch_size
+            _, transform, _ = model_transforms(args.model_name_or_path, config, None if args.train_dir else args.dataset_name)
         else:
             image_size = args.image_size or 32
             patch_size = image_size  # no patch grid: Fashion-MNIST is padded whenever image_size >= 28
-        pad_to = default_pad_to(args.dataset_name, image_size, patch_size) if not args.train_dir else None
-        transform = ClassificationTransform(image_size, train=False, pad_to=pad_to)
+            pad_to = default_pad_to(args.dataset_name, image_size, patch_size) if not args.train_dir else None
+            transform = ClassificationTransform(image_size, train=False, pad_to=pad_to)
         train_x, train_y = raw_pixel_features(train, transform=transform, batch_size=args.batch_size, **columns)
         test_x, test_y = raw_pixel_features(test, transform=transform, batch_size=args.batch_size, **columns)
         method = "raw pixels"
     else:
         model = load_encoder(args.model_name_or_path, random_init=args.random_init, seed=args.seed)
         config = model.config
-        pad_to = default_pad_to(args.dataset_name, config.image_size, config.patch_size) if not args.train_dir else None
-        transform = ClassificationTransform(config.image_size, train=False, pad_to=pad_to)
+        # The model folder's image processor, when it has one, for any dataset.
+        _, transform, _ = model_transforms(args.model_name_or_path, config, None if args.train_dir else args.dataset_name)
         method = "random init" if args.random_init else "encoder"
         caches = {}
         for split_name, n in (("train", len(train)), ("eval", len(test))):
@@ -146,7 +151,7 @@ def run(args: ProbeArguments) -> dict:
         key = {
             "model": os.path.abspath(args.model_name_or_path) if os.path.exists(args.model_name_or_path) else args.model_name_or_path,
             "random_init": args.random_init, "last_n_layers": args.last_n_layers, "dataset": dataset_label,
-            "seed": args.seed,
+            "seed": args.seed, "transform": repr(transform),
         }
         common = dict(
             batch_size=args.batch_size, last_n_layers=args.last_n_layers, transform=transform, device=device,
@@ -168,6 +173,7 @@ def run(args: ProbeArguments) -> dict:
         eval_split=eval_name, num_train=len(train_y), num_eval=len(test_y), num_classes=len(names), last_n_layers=args.last_n_layers,
         extract_seconds=round(extract_s, 2), probe_seconds=round(time.time() - start, 2), args=asdict(args),
     )
+    result["results"] = probe_results(result)  # what push_to_hub.py --results reads; [] for a baseline
     return result
 
 

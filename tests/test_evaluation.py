@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,10 +175,11 @@ def test_finetune_script_on_image_folder_reports_offline_accuracy(start, pretrai
     assert (predictions == torch.tensor(eval_ds["label"])).float().mean().item() == pytest.approx(saved["eval_accuracy"])
 
     card = ModelCard.load(os.path.join(out, "README.md"))
-    assert card.data.base_model == base
+    # A local folder is no Hub model: the card's base_model (a Hub link) is left out, not a path.
+    assert card.data.base_model is None and f"[{base}]" not in card.text
     (result,) = card.data.eval_results
     assert result.metric_type == "accuracy" and result.metric_value == pytest.approx(saved["eval_accuracy"])
-    assert f"fine-tuned version of [{base}]" in card.text
+    assert 0.0 <= result.metric_value <= 1.0  # model-index accuracy is a fraction everywhere (cjepa_hf.hub)
 
 
 # ============================================================================ linear probe
@@ -261,6 +263,111 @@ def test_linear_probe_script_on_image_folders(pretraining_dir, toy_folders, tmp_
     assert random_init["method"] == "random init" and random_init["feature_stats"]["dims"] == 2 * TINY["hidden_size"]
     pixels = probe.main(["--raw_pixels", "--image_size", "32", "--train_dir", train_dir, "--validation_dir", val_dir])
     assert pixels["feature_stats"]["dims"] == 3 * 32 * 32 and pixels["linear_probe"]["accuracy"] > 0.8
+
+
+# ============================================================================ the model's own preprocessing
+
+
+@pytest.fixture(scope="module")
+def small_image_folders(tmp_path_factory):
+    """train/ and val/ of 28 px images (3 colour classes): smaller than the model's 32 px."""
+    root = tmp_path_factory.mktemp("small-images")
+    for split, per_class, seed in (("train", 6, 0), ("val", 3, 1)):
+        rng = np.random.default_rng(seed)
+        for name, colour in COLOURS.items():
+            os.makedirs(root / split / name, exist_ok=True)
+            for i in range(per_class):
+                _colour_image(colour, rng, size=28).save(root / split / name / f"{i}.png")
+    return str(root / "train"), str(root / "val")
+
+
+@pytest.fixture(scope="module")
+def padded_model_dir(pretraining_dir, tmp_path_factory):
+    """The pretraining checkpoint with the padding processor a 28 -> 32 run saves."""
+    import shutil
+
+    from cjepa_hf import CJEPAConfig
+    from cjepa_hf.modeling_cjepa import build_image_processor
+
+    folder = tmp_path_factory.mktemp("padded-model") / "model"
+    shutil.copytree(pretraining_dir, folder)
+    build_image_processor(CJEPAConfig.from_pretrained(folder), resize=False).save_pretrained(folder)
+    return str(folder)
+
+
+def _reference_features(model_dir, images):
+    from transformers import AutoImageProcessor, AutoModel
+
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return model(**processor(images=[image.convert("RGB") for image in images], return_tensors="pt")).pooler_output
+
+
+def test_linear_probe_uses_the_model_folders_processor_for_an_image_folder(padded_model_dir, small_image_folders, tmp_path):
+    from cjepa_hf.evaluation import load_labelled_dataset
+
+    train_dir, val_dir = small_image_folders
+    probe = load_script("linear_probe")
+    cache_dir = tmp_path / "features"
+    probe.main(["--model_name_or_path", padded_model_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
+                "--feature_cache_dir", str(cache_dir), "--batch_size", "8", "--knn_k", "3"])
+    cached = torch.load(cache_dir / "eval-pretrained-last1-n9-seed0.pt", weights_only=True)["features"]
+    images = load_labelled_dataset(train_dir=train_dir, validation_dir=val_dir)["validation"]["image"]
+    assert images[0].size == (28, 28)
+    # The same features as AutoImageProcessor + AutoModel of that folder: padded 28 -> 32, not resized.
+    assert (cached - _reference_features(padded_model_dir, images)).abs().max() < 1e-5
+
+
+def test_finetune_uses_the_model_folders_processor_for_an_image_folder(padded_model_dir, small_image_folders, tmp_path):
+    from transformers import AutoConfig
+
+    from cjepa_hf.evaluation import model_transforms
+
+    train_dir, val_dir = small_image_folders
+    config = AutoConfig.from_pretrained(padded_model_dir)
+    image = _colour_image((200, 30, 30), np.random.default_rng(3), size=28)
+    train_t, eval_t, processor = model_transforms(padded_model_dir, config, None)
+    assert processor.do_resize is False and train_t.pad_to == 32
+    expected = processor(images=image, return_tensors="pt")["pixel_values"][0]
+    assert torch.equal(eval_t(image), expected) and expected.shape == (3, 32, 32)
+    assert (expected[:, :2] == expected[:, :2, :1]).all()  # the padded border is one colour (black, normalised)
+
+    out = tmp_path / "ft"
+    load_script("finetune").main([
+        "--model_name_or_path", padded_model_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
+        "--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "1", "--per_device_train_batch_size", "6",
+        "--save_strategy", "no", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true",
+        "--dataloader_num_workers", "0",
+    ])
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    source = json.loads((Path(padded_model_dir) / "preprocessor_config.json").read_text())
+    assert saved["do_resize"] is False and saved == source
+
+
+def test_linear_probe_json_is_accepted_by_push_to_hub_results(pretraining_dir, toy_folders, tmp_path):
+    from huggingface_hub import ModelCard
+
+    train_dir, val_dir = toy_folders
+    output = tmp_path / "probe.json"
+    result = load_script("linear_probe").main([
+        "--model_name_or_path", pretraining_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
+        "--output", str(output), "--batch_size", "16", "--knn_k", "5",
+    ])
+    rc = load_script("push_to_hub").main([
+        "--checkpoint", pretraining_dir, "--output", str(tmp_path / "release"), "--repo-id", "me/tiny",
+        "--results", str(output), "--no-push",
+    ])
+    assert rc == 0
+    card = ModelCard.load(tmp_path / "release" / "README.md")
+    got = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert got == {
+        "linear probe top-1 accuracy": pytest.approx(result["linear_probe"]["accuracy"]),
+        "k-NN top-1 accuracy (k=5, dino)": pytest.approx(result["knn"]["dino"]),
+        "k-NN top-1 accuracy (k=5, majority)": pytest.approx(result["knn"]["majority"]),
+    }
+    assert all(0.0 <= v <= 1.0 for v in got.values())  # fractions, as everywhere in model-index
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation"}
 
 
 # ============================================================================ k-NN

@@ -20,6 +20,7 @@ this package (`ACCURACY_METRIC_PATH`), because `evaluate.load("accuracy")` needs
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -306,6 +307,113 @@ def eval_image_processor(config: Any, pad_to: int | None = None) -> Any:
     if pad_to != config.image_size:
         raise ValueError(f"pad_to must equal the model's image_size ({config.image_size}) for a processor, got {pad_to}")
     return build_image_processor(config, resize=False)
+
+
+PROCESSOR_FILE = "preprocessor_config.json"
+FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"  # the Hub copy of the IDX files this package reads
+
+
+def load_model_image_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> Any | None:
+    """The image processor saved with a model (its `preprocessor_config.json`), or None
+    when it has none. This is the source of truth for how the model's inputs are made: the
+    scripts use it for every dataset instead of guessing from the dataset's name."""
+    from transformers import AutoImageProcessor
+
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, PROCESSOR_FILE)):
+            return None
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    try:  # a Hub id: its processor, if the repo (or the offline cache) has one
+        return AutoImageProcessor.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    except (OSError, ValueError) as error:
+        logger.info("no image processor for %s (%s): preprocessing from the dataset", name_or_path, error)
+        return None
+
+
+def processor_pad_to(processor: Any, image_size: int) -> int | None:
+    """`image_size` when `processor` pads rather than resizes (no resize, a centre crop to
+    image_size x image_size, which pads a smaller image with black, centred: the processor
+    `scripts/pretrain.py` saves for Fashion-MNIST at 32 px), else None."""
+    crop = dict(getattr(processor, "crop_size", None) or {})
+    if (
+        not getattr(processor, "do_resize", True)
+        and getattr(processor, "do_center_crop", False)
+        and crop.get("height") == crop.get("width") == image_size
+    ):
+        return image_size
+    return None
+
+
+class ProcessorTransform:
+    """PIL image -> float32 (3, H, W): `to_rgb`, then the model's own image processor, so the
+    pixels are exactly what `AutoImageProcessor` users of that model get."""
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.processor(images=to_rgb(image), return_tensors="pt")["pixel_values"][0]
+
+    def __repr__(self) -> str:  # part of the feature-cache key: another processor, other features
+        digest = hashlib.sha1(self.processor.to_json_string().encode()).hexdigest()[:12]
+        return f"ProcessorTransform({type(self.processor).__name__}, sha1={digest})"
+
+
+def model_transforms(
+    model_name_or_path: str | None,
+    config: Any,
+    dataset_name: str | None,
+    *,
+    scale: tuple[float, float] = (0.3, 1.0),
+    hflip: bool = False,
+    **from_pretrained_kwargs: Any,
+) -> tuple[ClassificationTransform, Callable[[Image.Image], torch.Tensor], Any]:
+    """(training transform, evaluation transform, image processor to save with a fine-tuned
+    model) for a model folder or Hub id.
+
+    When the model has a saved image processor, it decides, for any dataset: evaluation
+    runs it as is (`ProcessorTransform`), training pads where it pads and normalises with its
+    mean / std before the RandomResizedCrop, and it is the processor saved with the result.
+    Without one, Fashion-MNIST by name is padded (`default_pad_to`) and anything else
+    resized (`ClassificationTransform`, `eval_image_processor`)."""
+    processor = load_model_image_processor(model_name_or_path, **from_pretrained_kwargs) if model_name_or_path else None
+    if processor is None:
+        pad_to = default_pad_to(dataset_name, config.image_size, config.patch_size)
+        train = ClassificationTransform(config.image_size, train=True, pad_to=pad_to, scale=scale, hflip=hflip)
+        return train, ClassificationTransform(config.image_size, train=False, pad_to=pad_to), eval_image_processor(config, pad_to)
+    pad_to = processor_pad_to(processor, config.image_size)
+    norm = {}
+    if getattr(processor, "do_normalize", False):
+        norm = dict(mean=tuple(processor.image_mean), std=tuple(processor.image_std))
+    train = ClassificationTransform(config.image_size, train=True, pad_to=pad_to, scale=scale, hflip=hflip, **norm)
+    return train, ProcessorTransform(processor), processor
+
+
+def probe_results(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The measured numbers of a `scripts/linear_probe.py` result as results for a model card
+    (`cjepa_hf.hub.to_eval_result`, `scripts/push_to_hub.py --results`): linear-probe and
+    k-NN top-1 accuracy, as fractions in [0, 1]. A baseline (random init, raw pixels) is not
+    a measurement of the model: [] for those."""
+    if result.get("method") != "encoder":
+        return []
+    dataset = result.get("dataset")
+    if dataset is not None and is_fashion_mnist(dataset):
+        dataset_fields = {"dataset": FASHION_MNIST_HUB_ID, "dataset_name": "Fashion-MNIST"}
+    elif dataset is not None and not os.path.exists(dataset):
+        dataset_fields = {"dataset": dataset, "dataset_name": dataset}
+    else:  # an image folder: no Hub id to name
+        dataset_fields = {"dataset": "imagefolder", "dataset_name": os.path.basename(os.path.normpath(str(dataset)))}
+    common = {"task": "image-classification", **dataset_fields, "split": str(result.get("eval_split")), "metric": "accuracy"}
+    layers = result.get("last_n_layers", 1)
+    suffix = f", last {layers} blocks" if layers and layers > 1 else ""
+    out = []
+    if result.get("linear_probe"):
+        out.append({**common, "protocol": "linear probe", "metric_name": f"linear probe top-1 accuracy{suffix}",
+                    "value": float(result["linear_probe"]["accuracy"])})
+    for weighting, value in (result.get("knn") or {}).items():
+        out.append({**common, "protocol": "k-NN", "value": float(value),
+                    "metric_name": f"k-NN top-1 accuracy (k={result.get('knn_k')}, {weighting}){suffix}"})
+    return out
 
 
 # ============================================================================ encoders
@@ -765,7 +873,9 @@ __all__ = [
     "ACCURACY_METRIC_PATH",
     "DEFAULT_WEIGHT_DECAYS",
     "ClassificationTransform",
+    "FASHION_MNIST_HUB_ID",
     "NumpyAccuracy",
+    "ProcessorTransform",
     "batch_transform",
     "check_columns",
     "collate_classification",
@@ -777,6 +887,10 @@ __all__ = [
     "feature_statistics",
     "fit_logistic_regression",
     "is_fashion_mnist",
+    "load_model_image_processor",
+    "model_transforms",
+    "probe_results",
+    "processor_pad_to",
     "knn_accuracy",
     "knn_predict",
     "label_names",
