@@ -1,16 +1,26 @@
 #!/usr/bin/env python
 """Pretrain a C-JEPA model.
 
-    accelerate launch scripts/pretrain.py                                  # quick start: Fashion-MNIST, a few CPU minutes
-    accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-600ep.json  # a recipe file (JSON or YAML)
-    accelerate launch scripts/pretrain.py --preset vit-s16 --dataset ILSVRC/imagenet-1k --max_steps 1000 ...
+    accelerate launch scripts/pretrain.py                                   # the quick start (recipes/quickstart-fashion-mnist.json)
+    accelerate launch scripts/pretrain.py --max_steps 50 --output_dir X     # the quick start with two flags changed
+    accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-600ep.json   # a recipe file (JSON or YAML)
+    accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-100ep.json --max_steps 1000 --output_dir Y
+    accelerate launch scripts/pretrain.py recipes/small-data-fashion-mnist.json --config_overrides vicreg_weight=0
 
-Arguments: the fields of ModelArguments and DataArguments below and of
+Arguments compose: the base is the recipe file given first (default: the quick start), and
+every flag on the command line replaces that field of the recipe; `--config_overrides`
+(a JSON object or transformers' `k=v,k2=v2` form) is merged key by key into the recipe's.
+The fields are those of ModelArguments, DataArguments and EvaluationArguments below and of
 `cjepa_hf.trainer.CJEPATrainingArguments` (all of transformers' TrainingArguments).
+
+Recipes (recipes/): quickstart-fashion-mnist.json, small-data-fashion-mnist.json,
+vit-{t,s,b}16-in1k-100ep.json, vit-{b,l}16-in1k-600ep.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import json
 import logging
 import os
@@ -22,14 +32,17 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
-from cjepa_hf.modeling_cjepa import build_image_processor
+from cjepa_hf.configuration_cjepa import parse_config_overrides
 from cjepa_hf.data import build_pretrain_dataset
 from cjepa_hf.masking import MaskCollator
+from cjepa_hf.modeling_cjepa import build_image_processor
+from cjepa_hf.online_eval import KNNMonitorSet
 from cjepa_hf.plotting import plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
 
 logger = logging.getLogger("cjepa_hf.pretrain")
-QUICKSTART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "quickstart-fashion-mnist.json")
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
+QUICKSTART = os.path.join(RECIPES, "quickstart-fashion-mnist.json")
 
 
 @dataclass
@@ -38,7 +51,7 @@ class ModelArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a saved CJEPAForPreTraining (folder or Hub id)."})
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "JSON object of CJEPAConfig fields, e.g. '{\"image_size\": 32, \"vicreg_weight\": 0}'."},
+        metadata={"help": "CJEPAConfig fields: a JSON object ('{\"vicreg_weight\": 0}') or k=v,k2=v2 (merged into the recipe's)."},
     )
 
 
@@ -50,42 +63,84 @@ class DataArguments:
     )
     split: str = field(default="train")
     image_column: str = field(default="image")
-    label_column: str | None = field(default="label")
+    label_column: str | None = field(default="label", metadata={"help": "Labels for the online probe (none: no probe)."})
     shuffle_buffer: int = field(default=10_000, metadata={"help": "Examples in the streaming shuffle buffer."})
     streaming: bool = field(default=True)
     token: str | None = field(default=None, metadata={"help": "Hub token for gated datasets (default: the logged-in one)."})
 
 
-def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, CJEPATrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, CJEPATrainingArguments))
-    if not argv:
-        argv = [QUICKSTART]
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = argv[0]
-        loader = parser.parse_json_file if path.endswith(".json") else parser.parse_yaml_file
-        with open(path) as f:
-            values = json.load(f) if path.endswith(".json") else None
-        if values is not None and "use_cpu" not in values and not torch.cuda.is_available():
-            values["use_cpu"] = True  # without it, several CPU processes are not wrapped in DDP
-            return parser.parse_dict(values)
-        return loader(path)
-    if not torch.cuda.is_available() and "--use_cpu" not in argv:
-        argv = [*argv, "--use_cpu", "true"]
-    return parser.parse_args_into_dataclasses(args=argv)
+@dataclass
+class EvaluationArguments:
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Labelled source of the k-NN monitor (any --dataset form); with --eval_strategy steps "
+                  "it logs eval_knn_top1 every --eval_steps. Carve it from the TRAIN images to choose settings."},
+    )
+    eval_split: str = field(default="train", metadata={"help": "Split of --eval_dataset."})
+    eval_bank_size: int = field(default=5000, metadata={"help": "The first examples of the split: the k-NN memory bank."})
+    eval_query_size: int = field(default=1000, metadata={"help": "The next examples: the queries."})
+    final_eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Judge the encoder at the end on this labelled data set's test split (k-NN and linear probe "
+                  "against its random initialisation and raw pixels), e.g. fashion_mnist."},
+    )
+    final_eval_train_samples: int | None = field(default=10_000, metadata={"help": "Train images for the final probes."})
+    final_eval_test_samples: int | None = field(default=None, metadata={"help": "Test images (default: all)."})
+
+
+PARSER_TYPES = (ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments)
+
+
+def _read_recipe(path: str) -> dict:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"recipe {path!r} does not exist; recipes in {os.path.normpath(RECIPES)}: "
+                                f"{', '.join(sorted(os.listdir(RECIPES)))}")
+    with open(path) as f:
+        if path.endswith(".json"):
+            values = json.load(f)
+        else:
+            import yaml
+
+            values = yaml.safe_load(f)
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {path!r} must hold an object of arguments, got {type(values).__name__}")
+    return values
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments]:
+    """A recipe (the first argument when it is a .json/.yaml file, else the quick start) with
+    the command-line flags over it; `config_overrides` merged key by key."""
+    parser = HfArgumentParser(PARSER_TYPES, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe = QUICKSTART
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
+        recipe, argv = argv[0], argv[1:]
+    values = _read_recipe(recipe)
+    # Which flags were given: parse with every default suppressed.
+    for action in parser._actions:
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    if "config_overrides" in given:
+        merged = {**parse_config_overrides(values.get("config_overrides")), **parse_config_overrides(given["config_overrides"])}
+        given["config_overrides"] = json.dumps(merged)
+    values = {**values, **given}
+    if "use_cpu" not in values and not torch.cuda.is_available():
+        values["use_cpu"] = True  # without it, several CPU processes are not wrapped in DDP
+    parsed = HfArgumentParser(PARSER_TYPES).parse_dict(values)
+    logger.info("recipe %s, command-line flags %s", recipe, sorted(given))
+    return parsed
 
 
 def build_config(model_args: ModelArguments) -> CJEPAConfig:
-    overrides = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
-    if not isinstance(overrides, dict):
-        raise ValueError(f"config_overrides must be a JSON object, got {model_args.config_overrides!r}")
+    overrides = parse_config_overrides(model_args.config_overrides)
     if model_args.preset:
         return CJEPAConfig.from_preset(model_args.preset, **overrides)
     return CJEPAConfig(**overrides)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, eval_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     set_seed(training_args.seed)
 
     if model_args.model_name_or_path:
@@ -94,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         config = build_config(model_args)
         model = CJEPAForPreTraining(config)
+    # the exact weights the run starts from, for the final judgement against them
+    initial_encoder = copy.deepcopy(model.target_encoder) if eval_args.final_eval_dataset else None
     rank, world = training_args.process_index, training_args.world_size
     dataset = build_pretrain_dataset(
         data_args.dataset, image_size=config.image_size, patch_size=config.patch_size, split=data_args.split,
@@ -101,15 +158,27 @@ def main(argv: list[str] | None = None) -> dict:
         shuffle_buffer=data_args.shuffle_buffer, seed=training_args.seed, rank=rank, world_size=world,
         token=data_args.token,
     )
+    monitor = None
+    if eval_args.eval_dataset:
+        monitor = KNNMonitorSet(
+            eval_args.eval_dataset, image_size=config.image_size, patch_size=config.patch_size, split=eval_args.eval_split,
+            bank_size=eval_args.eval_bank_size, query_size=eval_args.eval_query_size, image_column=data_args.image_column,
+            label_column=data_args.label_column or "label", token=data_args.token,
+        )
+    elif training_args.eval_strategy != "no":
+        raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs --eval_dataset (the k-NN monitor's labelled images)")
     collator = MaskCollator(config, seed=training_args.seed, rank=rank)
     # The preprocessing every saved folder (checkpoints, the export) carries for AutoImageProcessor
     # users: images that training padded to the model's size (Fashion-MNIST 28 -> 32) are padded,
     # not resized; others are resized and centre-cropped.
-    padded = dataset.decode_transform.pad_to == config.image_size
+    pad_to = dataset.decode_transform.pad_to
+    padded = pad_to == config.image_size
     processor = build_image_processor(config, resize=not padded)
     trainer = CJEPATrainer(
         model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=processor,
+        eval_dataset=monitor,
     )
+    log_start_summary(trainer, config, data_args, eval_args)
 
     start = time.time()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -119,14 +188,30 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"wall_time_s": wall, "global_step": trainer.state.global_step, **result.metrics}
     if trainer.is_world_process_zero():
         out = training_args.output_dir
+        if eval_args.final_eval_dataset:
+            from cjepa_hf.judge import judge_encoder, judgement_table
+
+            judgement = judge_encoder(
+                model.target_encoder, initial_encoder, dataset=eval_args.final_eval_dataset, image_size=config.image_size,
+                pad_to=pad_to if padded else None, train_samples=eval_args.final_eval_train_samples,
+                test_samples=eval_args.final_eval_test_samples, knn_k=training_args.knn_k,
+                knn_temperature=training_args.knn_temperature, seed=training_args.seed,
+            )
+            summary["evaluation"] = judgement
+            print(f"\nThe encoder judged on {eval_args.final_eval_dataset} (test split):\n\n{judgement_table(judgement)}\n")
         encoder_dir = os.path.join(out, "encoder")
         model.target_encoder.save_pretrained(encoder_dir)  # what AutoModel users get
         processor.save_pretrained(encoder_dir)
-        write_card(encoder_dir, config, training_args, data_args, trainer.state.log_history)
+        write_card(encoder_dir, config, training_args, data_args, processor, summary.get("evaluation"), wall)
         logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
         if logs:
             plot_training_curves(trainer.state.log_history, os.path.join(out, "training_curves.png"))
             summary["first_log"], summary["last_log"] = logs[0], logs[-1]
+        evals = [h for h in trainer.state.log_history if "eval_knn_top1" in h]
+        if evals:
+            summary["online_eval"] = [
+                {k: h[k] for k in ("step", "eval_knn_top1", "eval_linear_top1", "eval_runtime") if k in h} for h in evals
+            ]
         with open(os.path.join(out, "pretrain_summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         logger.info("done in %.0f s; target encoder in %s", wall, encoder_dir)
@@ -138,18 +223,56 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def write_card(folder: str, config: CJEPAConfig, training_args, data_args, log_history) -> None:
-    """The model card of the exported encoder, from the run's real settings."""
-    try:
-        from cjepa_hf.hub import render_model_card
-    except ImportError:  # hub.py not available: a minimal card
-        with open(os.path.join(folder, "README.md"), "w") as f:
-            f.write(f"# C-JEPA encoder\n\nPretrained on `{data_args.dataset}` for {training_args.max_steps} steps.\n")
-        return
-    card = render_model_card(
-        config, model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
-        training_args=training_args.to_dict(), results=None, datasets=[data_args.dataset],
+def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: DataArguments, eval_args: EvaluationArguments) -> None:
+    """What is about to run: parameters, data, steps, global batch and epochs."""
+    args = trainer.args
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    encoder = sum(p.numel() for p in model.target_encoder.parameters())
+    global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    inner = getattr(trainer.train_dataset, "dataset", None)
+    info = getattr(inner, "info", None)
+    splits = getattr(info, "splits", None) or {}
+    size = splits[data_args.split].num_examples if data_args.split in splits else None
+    epochs = f"{args.max_steps * global_batch / size:.2f} epochs of {size:,} images" if size else "epochs unknown (stream size not known)"
+    logger.info(
+        "C-JEPA pretraining: encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; data %s [%s]; "
+        "%d steps x global batch %d (%d per device x %d accumulation x %d processes) = %s; online probe %s; k-NN monitor %s",
+        encoder / 1e6, trainable / 1e6, config.image_size, config.image_size, config.patch_size, data_args.dataset,
+        data_args.split, args.max_steps, global_batch, args.per_device_train_batch_size, args.gradient_accumulation_steps,
+        args.world_size, epochs, "on" if trainer.online_probe is not None else "off",
+        f"{eval_args.eval_dataset}[{eval_args.eval_split}] every {args.eval_steps} steps" if eval_args.eval_dataset else "off",
     )
+
+
+def write_card(folder: str, config: CJEPAConfig, training_args, data_args, processor, evaluation: dict | None, wall: float) -> None:
+    """The model card of the exported encoder, from the run's real settings and, when the run
+    judged itself, its measured k-NN / linear-probe results beside its random start and raw pixels."""
+    from cjepa_hf.hub import render_model_card
+    from cjepa_hf.judge import judgement_table
+
+    results = None
+    if evaluation:
+        protocol = evaluation["protocol"]
+        dataset = "zalando-datasets/fashion_mnist" if protocol["dataset"] in ("fashion_mnist", "fashion-mnist") else protocol["dataset"]
+        results = [
+            {"task": "image-classification", "dataset": dataset, "dataset_name": protocol["dataset"], "split": protocol["test_split"],
+             "metric": "accuracy", "value": evaluation["trained"][key], "protocol": name}
+            for key, name in (("linear_top1", "linear probe"), ("knn_top1", "k-NN"))
+        ]
+    card = render_model_card(
+        config, model_name=os.path.basename(os.path.normpath(training_args.output_dir)), model_path=folder,
+        training_args=training_args.to_dict(), results=results, datasets=[data_args.dataset], image_processor=processor,
+        compute={"hardware": "GPU" if torch.cuda.is_available() else "CPU", "wall_time_s": round(wall, 1)},
+    )
+    if evaluation:
+        protocol = evaluation["protocol"]
+        card.text += (
+            f"\n## How it compares with its random initialisation and raw pixels\n\nMeasured at the end of this run on "
+            f"{protocol['dataset']} ({protocol['test_samples']} {protocol['test_split']} images; probes trained on "
+            f"{protocol['train_samples']} {protocol['train_split']} images; k-NN k={protocol['knn_k']}, "
+            f"T={protocol['knn_temperature']}):\n\n{judgement_table(evaluation)}\n"
+        )
     card.save(os.path.join(folder, "README.md"))
 
 

@@ -26,7 +26,8 @@ def _args(output_dir, max_steps, *extra):
     return ["--dataset", "fashion_mnist", "--config_overrides", TINY_MODEL, "--output_dir", str(output_dir),
             "--max_steps", str(max_steps), "--per_device_train_batch_size", "32", "--logging_steps", "1",
             "--warmup_steps", "3", "--dataloader_num_workers", "0", "--shuffle_buffer", "256", "--report_to", "none",
-            "--disable_tqdm", "true", "--seed", "0", *extra]
+            "--disable_tqdm", "true", "--seed", "0", "--eval_strategy", "no", "--eval_dataset", "",
+            "--final_eval_dataset", "", *extra]
 
 
 def _run(cmd, timeout=600):
@@ -47,9 +48,24 @@ def test_pretrain_script_end_to_end(tmp_path):
     import cjepa_hf  # noqa: F401  registers "cjepa" with the Auto classes
 
     out = tmp_path / "run"
-    _run([sys.executable, SCRIPT, *_args(out, 40, "--save_steps", "20")])
+    _run([sys.executable, SCRIPT, *_args(
+        out, 40, "--save_steps", "20", "--eval_strategy", "steps", "--eval_steps", "20", "--eval_dataset", "fashion_mnist",
+        "--eval_bank_size", "100", "--eval_query_size", "50", "--final_eval_dataset", "fashion_mnist",
+        "--final_eval_train_samples", "300", "--final_eval_test_samples", "200")])
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["global_step"] == 40
+    # the online evaluation: the k-NN monitor at steps 20 and 40, the probe in the training logs
+    assert [e["step"] for e in summary["online_eval"]] == [20, 40]
+    assert all(0.0 < e["eval_knn_top1"] <= 1.0 and 0.0 <= e["eval_linear_top1"] <= 1.0 for e in summary["online_eval"])
+    assert 0.0 <= summary["last_log"]["online_linear_top1"] <= 1.0
+    assert (out / "checkpoint-40" / "online_probe.safetensors").exists()
+    # the run judged itself: three feature sets, two scores each, as fractions
+    evaluation = summary["evaluation"]
+    assert set(evaluation) >= {"trained", "random_init", "raw_pixels", "protocol"}
+    for name in ("trained", "random_init", "raw_pixels"):
+        assert 0.1 < evaluation[name]["knn_top1"] <= 1.0 and 0.1 < evaluation[name]["linear_top1"] <= 1.0
+    assert evaluation["raw_pixels"]["dims"] == 3 * 32 * 32 and evaluation["trained"]["dims"] == 32
+    assert evaluation["protocol"]["test_samples"] == 200 and evaluation["protocol"]["test_split"] == "test"
     logs = _logs(out)
     first = sum(h["jepa_loss"] for h in logs[:5]) / 5
     last = sum(h["jepa_loss"] for h in logs[-5:]) / 5
@@ -62,6 +78,8 @@ def test_pretrain_script_end_to_end(tmp_path):
     assert torch.equal(encoder.layers[0].attention.qkv.weight, saved["target_encoder.layers.0.attention.qkv.weight"])
     card = ModelCard.load(out / "encoder" / "README.md")
     assert card.data.pipeline_tag == "image-feature-extraction"
+    assert "its random initialisation" in card.text and "raw pixels" in card.text
+    assert f"{100 * evaluation['trained']['knn_top1']:.2f}" in card.text
     # Fashion-MNIST was padded 28 -> 32 in training: the saved processors pad it the same way.
     from transformers import AutoImageProcessor
 
@@ -131,3 +149,50 @@ def test_pretrain_script_on_two_processes(tmp_path):
     assert state["data"] == {"epoch": 0, "batches": 3, "world_size": 2, "num_workers": 1, "records": [[96], [96]]}
     args = json.loads((out / "training_args.json").read_text())
     assert args["use_cpu"] is True  # set automatically without CUDA, so DDP wraps the model
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _parse(argv):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import pretrain
+    finally:
+        sys.path.pop(0)
+    return pretrain.parse_args(argv)
+
+
+def test_recipes_and_flags_compose():
+    quick = json.loads(open(os.path.join(ROOT, "recipes", "quickstart-fashion-mnist.json")).read())
+    # flags alone: the quick start with those fields changed
+    model, data, evaluation, training = _parse(["--max_steps", "20", "--output_dir", "somewhere"])
+    assert (training.max_steps, training.output_dir) == (20, "somewhere")
+    assert data.dataset == "fashion_mnist" and training.learning_rate == quick["learning_rate"]
+    assert json.loads(model.config_overrides)["hidden_size"] == json.loads(quick["config_overrides"])["hidden_size"]
+    # a recipe, then flags: later values win; config_overrides merge key by key (k=v form)
+    recipe = os.path.join(ROOT, "recipes", "vit-b16-in1k-100ep.json")
+    model, data, evaluation, training = _parse([recipe, "--max_steps", "7", "--config_overrides", "vicreg_weight=0,target_scale=[0.1,0.2]"])
+    assert (training.max_steps, training.warmup_steps, model.preset) == (7, 9375, "vit-b16")
+    assert json.loads(model.config_overrides) == {"vicreg_weight": 0, "target_scale": [0.1, 0.2]}
+    model, *_ = _parse(["--config_overrides", "vicreg_weight=0"])
+    merged = json.loads(model.config_overrides)
+    assert merged["vicreg_weight"] == 0 and merged["image_size"] == 32  # the quick start's model is kept
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config_overrides", "hiden_size=8"], "'hiden_size' is not a CJEPAConfig field; did you mean 'hidden_size'"),
+        (["--config_overrides", '{"vicreg_wieght": 1}'], "did you mean 'vicreg_weight'"),
+        (["--optim", "sgd"], "optim must be adamw_torch or adamw_torch_fused.*got 'sgd'"),
+        (["--lr_scheduler_type", "constant"], "lr_scheduler_type must be cosine.*got 'constant'"),
+        (["--learning_rate", "0"], "learning_rate must be a finite number > 0, got 0"),
+        (["--learning_rate=-1e-3"], "learning_rate must be a finite number > 0, got -0.001"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1, got 0"),
+        (["recipes/no-such-recipe.json"], "recipe 'recipes/no-such-recipe.json' does not exist"),
+    ],
+)
+def test_bad_arguments_fail_in_parsing(argv, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        _parse(argv)

@@ -6,6 +6,9 @@ collator (`cjepa_hf.masking`) and the loss all read their settings from here.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import json
 import math
 from typing import Any
 
@@ -267,4 +270,65 @@ class CJEPAConfig(PreTrainedConfig):
         return cls(**{**_PRESETS[key], **overrides})
 
 
-__all__ = ["CJEPAConfig", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]
+def _split_top_level(text: str) -> list[str]:
+    """Split "a=1,b=[2,3]" at the commas outside brackets and quotes."""
+    parts, depth, quote, current = [], 0, None, []
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return [p for p in (part.strip() for part in parts) if p]
+
+
+def config_field_names() -> set[str]:
+    """Every field a `CJEPAConfig` accepts: its own and transformers' common ones."""
+    own = set(inspect.signature(CJEPAConfig.__init__).parameters) - {"self", "kwargs"}
+    return own | set(PreTrainedConfig().to_dict())
+
+
+def parse_config_overrides(text: str | dict | None) -> dict[str, Any]:
+    """`--config_overrides` as a dict: a JSON object, or transformers' "k=v,k2=v2" form whose
+    values are read as JSON when they parse (numbers, true/false, [lists]) and as strings
+    otherwise. An unknown field raises a ValueError naming it and the closest valid ones."""
+    if text is None or text == "":
+        return {}
+    if isinstance(text, dict):
+        overrides = dict(text)
+    elif text.lstrip().startswith("{"):
+        try:
+            overrides = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"config_overrides is not a valid JSON object ({error}): {text!r}") from None
+    else:
+        overrides = {}
+        for part in _split_top_level(text):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"config_overrides must be a JSON object or k=v,k2=v2; {part!r} in {text!r} has no k=v")
+            try:
+                overrides[key.strip()] = json.loads(value)
+            except ValueError:
+                overrides[key.strip()] = value.strip()
+    if not isinstance(overrides, dict):
+        raise ValueError(f"config_overrides must be a JSON object or k=v,k2=v2, got {text!r}")
+    known = config_field_names()
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"config_overrides: {key!r} is not a CJEPAConfig field{hint}")
+    return overrides
+
+
+__all__ = ["CJEPAConfig", "config_field_names", "parse_config_overrides", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]

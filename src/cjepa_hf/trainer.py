@@ -124,6 +124,9 @@ class CJEPATrainingArguments(TrainingArguments):
     )
     knn_k: int = field(default=20, metadata={"help": "Neighbours of the k-NN monitor."})
     knn_temperature: float = field(default=0.07, metadata={"help": "Temperature of the k-NN monitor's weighted vote."})
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": "cosine only: linear warmup from warmup_start_lr, then cosine to final_lr."}
+    )
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per forward of the k-NN monitor."})
 
     def __post_init__(self) -> None:
@@ -138,6 +141,20 @@ class CJEPATrainingArguments(TrainingArguments):
         for name in ("warmup_start_lr", "final_lr", "final_weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if self.per_device_train_batch_size < 1:
+            raise ValueError(f"per_device_train_batch_size must be >= 1, got {self.per_device_train_batch_size!r}")
+        if self.optim not in ("adamw_torch", "adamw_torch_fused"):
+            raise ValueError(
+                f"optim must be adamw_torch or adamw_torch_fused (C-JEPA trains with AdamW and its own weight-decay "
+                f"schedule), got {str(getattr(self.optim, 'value', self.optim))!r}"
+            )
+        if self.lr_scheduler_type != "cosine":
+            raise ValueError(
+                f"lr_scheduler_type must be cosine (C-JEPA's linear warmup from warmup_start_lr, then cosine to "
+                f"final_lr), got {str(getattr(self.lr_scheduler_type, 'value', self.lr_scheduler_type))!r}"
+            )
         if not self.online_probe_lr > 0:
             raise ValueError(f"online_probe_lr must be > 0, got {self.online_probe_lr!r}")
         if self.online_probe_num_labels is not None and self.online_probe_num_labels < 2:
@@ -667,7 +684,8 @@ class CJEPATrainer(Trainer):
         config = self.accelerator.unwrap_model(self.model).config
         name = model_name or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         card = render_model_card(
-            config, model_name=name, training_args=self.args.to_dict(), datasets=dataset,
+            config, model_name=name, model_path=self.args.output_dir, training_args=self.args.to_dict(), datasets=dataset,
+            image_processor=self.processing_class,
             trainer_state=json.loads(json.dumps(asdict(self.state), default=str)),
         )
         card.save(os.path.join(self.args.output_dir, "README.md"))
