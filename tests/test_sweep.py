@@ -1,0 +1,88 @@
+"""scripts/sweep.py: override sets x seeds in parallel processes, records, resume, summary."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEP = os.path.join(ROOT, "scripts", "sweep.py")
+TINY_MODEL = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  predictor_hidden_size=32, predictor_num_hidden_layers=2, projector_dims=[64, 64], min_keep=4)
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+    reason="needs the Fashion-MNIST IDX files (`make test` installs them)",
+)
+
+
+def _spec(tmp_path, **extra):
+    recipe = {
+        "dataset": "fashion_mnist", "config_overrides": json.dumps(TINY_MODEL), "max_steps": 4,
+        "per_device_train_batch_size": 16, "warmup_steps": 1, "logging_steps": 2, "save_steps": 2,
+        "dataloader_num_workers": 0, "shuffle_buffer": 64, "report_to": "none", "disable_tqdm": True,
+        "eval_dataset": "fashion_mnist", "eval_strategy": "steps", "eval_steps": 2, "eval_bank_size": 40,
+        "eval_query_size": 20,
+    }
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    spec = {
+        "name": "tiny", "recipe": str(tmp_path / "recipe.json"), "common": {"learning_rate": 1e-3},
+        "runs": {"cjepa": {"config_overrides": "vicreg_weight=0.05"},
+                 "ijepa_ema99": {"config_overrides": {"vicreg_weight": 0}, "ema_momentum": 0.99}},
+        "seeds": [0], **extra,
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    return tmp_path / "spec.json"
+
+
+def _sweep(tmp_path, spec, *extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, SWEEP, str(spec), "--parallel", "2", "--work_dir", str(tmp_path / "work"),
+           "--records", str(tmp_path / "records"), "--output_dir", str(tmp_path / "results"), "--poll_seconds", "0.5", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_sweep_runs_records_resumes_and_summarises(tmp_path):
+    spec = _spec(tmp_path)
+    _sweep(tmp_path, spec)
+    records = {f: json.loads((tmp_path / "records" / f).read_text()) for f in os.listdir(tmp_path / "records")}
+    assert set(records) == {"cjepa-seed0.json", "ijepa_ema99-seed0.json"}
+    for record in records.values():
+        assert record["global_step"] == 4 and record["metric"] == "eval_knn_top1"
+        assert [e["step"] for e in record["online_eval"]] == [2, 4]
+        assert record["value"] == record["online_eval"][-1]["eval_knn_top1"] and 0.0 < record["value"] <= 1.0
+    # the overrides reached the runs
+    args = json.loads((tmp_path / "work" / "ijepa_ema99-seed0" / "training_args.json").read_text())
+    config = json.loads((tmp_path / "work" / "ijepa_ema99-seed0" / "config.json").read_text())
+    assert args["ema_momentum"] == 0.99 and config["vicreg_weight"] == 0 and config["hidden_size"] == 32
+    summary = json.loads((tmp_path / "results" / "tiny_summary.json").read_text())["summary"]
+    assert summary["cjepa"]["eval_knn_top1"]["values"] == [records["cjepa-seed0.json"]["value"]]
+    assert (tmp_path / "results" / "tiny_online_knn.png").read_bytes()[:4] == b"\x89PNG"
+    assert "ijepa_ema99" in (tmp_path / "results" / "tiny_table.md").read_text()
+    # started again: every run has its record, nothing runs, the records stay as they were
+    before = {f: (tmp_path / "records" / f).stat().st_mtime_ns for f in records}
+    proc = _sweep(tmp_path, spec)
+    assert "0 runs to do" in proc.stderr
+    assert before == {f: (tmp_path / "records" / f).stat().st_mtime_ns for f in records}
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    spec = _spec(tmp_path)
+    _sweep(tmp_path, spec)
+    (tmp_path / "records" / "cjepa-seed0.json").unlink()  # as if the sweep died before the record
+    proc = _sweep(tmp_path, spec)
+    assert "1 runs to do" in proc.stderr and "--resume_from_checkpoint latest" in proc.stderr
+
+
+def test_bad_specs_are_refused(tmp_path):
+    spec = _spec(tmp_path)
+    data = json.loads(spec.read_text())
+    data["sedes"] = [1]
+    spec.write_text(json.dumps(data))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, SWEEP, str(spec), "--summarize_only"], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "unknown keys ['sedes']" in proc.stderr
