@@ -11,11 +11,18 @@ then a linear probe (weight decay chosen on a held-out part of the TRAIN feature
 - ``raw_pixels``: the normalised pixels, flattened.
 
 A self-supervised encoder is only useful where it beats the last two.
+
+The raw-pixel scores depend on the protocol only (data, subsets, image size, padding, k-NN
+settings, seed), not on the run: they are computed once and kept in `cache_dir` (default
+$HF_HOME/cjepa_hf/judge), keyed by the protocol.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -52,12 +59,19 @@ def judge_encoder(
     knn_temperature: float = 0.07,
     seed: int = 0,
     batch_size: int = 512,
+    cache_dir: str | None = None,
 ) -> dict[str, Any]:
     """Linear-probe and k-NN top-1 (fractions) of the three feature sets on `dataset`.
 
     Returns {"trained" | "random_init" | "raw_pixels": {"linear_top1", "knn_top1",
-    "effective_rank_centered", "dims"}, "protocol": {...}, "seconds": wall time}."""
+    "effective_rank_centered", "dims"}, "protocol": {...}, "seconds": {phase: wall time}}."""
     start = time.time()
+    protocol = {
+        "dataset": dataset, "train_split": train_split, "test_split": test_split, "train_samples": train_samples,
+        "test_samples": test_samples, "image_size": image_size, "pad_to": pad_to, "knn_k": knn_k,
+        "knn_temperature": knn_temperature, "seed": seed,
+    }
+    cache = _raw_pixel_cache(protocol, cache_dir)
     data = load_labelled_dataset(dataset)
     for split in (train_split, test_split):
         if split not in data:
@@ -69,17 +83,26 @@ def judge_encoder(
     test_pix, test_y = raw_pixel_features(test, transform=transform, batch_size=batch_size)
     shape = (-1, 3, image_size, image_size)
 
+    seconds = {"data": time.time() - start}
+
     def features(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pixels.view(shape), labels), batch_size=batch_size)
         return extract_features(model, loader)[0]
 
+    tick = time.time()
     sets = {
         "trained": (features(encoder, train_pix, train_y), features(encoder, test_pix, test_y)),
         "random_init": (features(initial_encoder, train_pix, train_y), features(initial_encoder, test_pix, test_y)),
-        "raw_pixels": (train_pix, test_pix),
     }
+    seconds["features"] = time.time() - tick
     result: dict[str, Any] = {}
+    if os.path.exists(cache):
+        with open(cache) as f:
+            result["raw_pixels"] = json.load(f)
+    else:
+        sets["raw_pixels"] = (train_pix, test_pix)
     for name, (train_x, test_x) in sets.items():
+        tick = time.time()
         scores = evaluate_features(train_x, train_y, test_x, test_y, k=knn_k, temperature=knn_temperature, knn_weightings=("dino",), seed=seed)
         result[name] = {
             "linear_top1": scores["linear_probe"]["accuracy"],
@@ -87,13 +110,27 @@ def judge_encoder(
             "effective_rank_centered": scores["feature_stats"]["effective_rank_centered"],
             "dims": scores["feature_stats"]["dims"],
         }
+        seconds[f"probes_{name}"] = time.time() - tick
+    if "raw_pixels" in sets:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(cache + ".tmp", "w") as f:
+            json.dump(result["raw_pixels"], f)
+        os.replace(cache + ".tmp", cache)
     result["protocol"] = {
-        "dataset": dataset, "train_split": train_split, "test_split": test_split, "train_samples": len(train_y),
-        "test_samples": len(test_y), "knn_k": knn_k, "knn_temperature": knn_temperature, "seed": seed,
+        **protocol, "train_samples": len(train_y), "test_samples": len(test_y),
         "linear_probe": "L-BFGS logistic regression on standardised features, weight decay chosen on 20% of the train features",
     }
-    result["seconds"] = round(time.time() - start, 1)
+    seconds["total"] = time.time() - start
+    result["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     return result
+
+
+def _raw_pixel_cache(protocol: dict[str, Any], cache_dir: str | None) -> str:
+    if cache_dir is None:
+        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+        cache_dir = os.path.join(home, "cjepa_hf", "judge")
+    key = hashlib.sha1(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"raw_pixels-{key}.json")
 
 
 def judgement_table(result: dict[str, Any]) -> str:
