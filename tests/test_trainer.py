@@ -253,3 +253,14 @@ def test_a_stream_that_cannot_seek_is_replayed_by_trainer(tmp_path, tiny_config,
     assert [h["step"] for h in resumed] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint's state
     for x, y in zip(full[2:], resumed[2:]):
         assert abs(x["jepa_loss"] - y["jepa_loss"]) <= 1e-6, (x["step"], x["jepa_loss"], y["jepa_loss"])
+
+
+def test_encoder_regulariser_terms_are_logged(tmp_path):
+    config = CJEPAConfig(**{**TINY, "encoder_vicreg_weight": 0.1})
+    trainer = _trainer(tmp_path, config, _data(), max_steps=2)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert h["encoder_vicreg_loss"] == pytest.approx(25 * h["encoder_variance"] + h["encoder_covariance"], rel=1e-4)
+        assert h["loss"] == pytest.approx(h["jepa_loss"] + 0.001 * h["vicreg_loss"] + 0.1 * h["encoder_vicreg_loss"], rel=1e-4)

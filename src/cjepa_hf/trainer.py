@@ -528,7 +528,10 @@ class CJEPATrainer(Trainer):
         loss = outputs.loss
         if model.training:
             self._step_nonfinite = torch.maximum(self._step_nonfinite, (~torch.isfinite(loss.detach())).float())
-            for key in ("jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance"):
+            for key in (
+                "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
+                "encoder_vicreg_loss", "encoder_variance", "encoder_covariance",
+            ):
                 value = getattr(outputs, key)
                 if value is not None:
                     self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value.detach().float()
