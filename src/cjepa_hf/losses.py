@@ -16,6 +16,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> fp32 for the VICReg statistics; fp32 and fp64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 # ----------------------------------------------------------------------------- distributed
 
 
@@ -204,7 +209,7 @@ def variance_covariance_loss(
     Returns {"loss": std_coeff * variance + cov_coeff * covariance, "variance", "covariance"}."""
     if x.dim() != 2:
         raise ValueError(f"x must have shape (N, D), got {tuple(x.shape)}")
-    x = x.float()
+    x = at_least_fp32(x)
     n: float | torch.Tensor = float(x.shape[0])
     total, outer = x.sum(dim=0), x.T @ x  # (D,), (D, D)
     if gather_distributed and _world_size() > 1:
@@ -252,6 +257,7 @@ def effective_rank(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 
 
 __all__ = [
+    "at_least_fp32",
     "covariance_loss",
     "effective_rank",
     "feature_std",

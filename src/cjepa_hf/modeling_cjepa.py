@@ -29,7 +29,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_cjepa import CJEPAConfig
-from .losses import gather_with_grad, jepa_loss, variance_covariance_loss, vicreg_block_loss, vicreg_context_loss
+from .losses import at_least_fp32, gather_with_grad, jepa_loss, variance_covariance_loss, vicreg_block_loss, vicreg_context_loss
 
 # The files a saved folder needs for `trust_remote_code=True` loading, and the Auto map.
 REMOTE_CODE_FILES = ("configuration_cjepa.py", "modeling_cjepa.py", "losses.py")
@@ -603,11 +603,11 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
             if config.vicreg_source == "predictor":
                 block_means = predictions.mean(dim=2)  # (B, M, D)
                 z = self.projector(block_means.flatten(0, 1), gather_distributed).view(*block_means.shape[:2], -1)
-                vicreg = vicreg_block_loss(z.float(), **coeffs)
+                vicreg = vicreg_block_loss(at_least_fp32(z), **coeffs)
             else:  # "context": the context view against each target block's mean target feature
                 batch, blocks = target_indices.shape[:2]
                 views = torch.cat([context.mean(dim=1, keepdim=True), targets.mean(dim=2).to(context.dtype)], dim=1)
-                z = self.projector(views.flatten(0, 1), gather_distributed).view(batch, blocks + 1, -1).float()
+                z = at_least_fp32(self.projector(views.flatten(0, 1), gather_distributed).view(batch, blocks + 1, -1))
                 vicreg = vicreg_context_loss(z[:, 0], z[:, 1:], **coeffs)
             loss = jepa + config.vicreg_weight * vicreg["loss"]
 
