@@ -37,7 +37,7 @@ from cjepa_hf.data import build_pretrain_dataset
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.modeling_cjepa import build_image_processor
 from cjepa_hf.online_eval import KNNMonitorSet
-from cjepa_hf.plotting import plot_training_curves
+from cjepa_hf.plotting import CurvesCallback, plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
 
 logger = logging.getLogger("cjepa_hf.pretrain")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     processor = build_image_processor(config, resize=not padded)
     trainer = CJEPATrainer(
         model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=processor,
-        eval_dataset=monitor,
+        eval_dataset=monitor, callbacks=[CurvesCallback()],
     )
     log_start_summary(trainer, config, data_args, eval_args)
 
