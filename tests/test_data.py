@@ -766,3 +766,17 @@ def test_too_large_records_are_counted_as_bad_through_build_pretrain_dataset(tmp
     assert data.BAD_RECORDS.by_reason == {"too_large": 2}
     default = data.build_pretrain_dataset(str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, train=False)
     assert default.decode_transform.max_image_pixels == data.DEFAULT_MAX_IMAGE_PIXELS == 64_000_000
+
+
+def test_fashion_mnist_location_comes_from_the_environment(tmp_path, monkeypatch):
+    import shutil
+
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(os.path.join(FMNIST_ROOT, name), tmp_path / name)
+    monkeypatch.setenv("CJEPA_FASHION_MNIST_DIR", str(tmp_path))
+    assert data.fashion_mnist_root() == str(tmp_path)
+    assert len(data.load_fashion_mnist("test")) == 10_000
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        data.load_fashion_mnist("train")  # only the test files were copied: the variable is really used
+    monkeypatch.delenv("CJEPA_FASHION_MNIST_DIR")
+    assert data.fashion_mnist_root() == "/usr/share/datasets/fashion-mnist"

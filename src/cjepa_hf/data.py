@@ -53,7 +53,13 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_HUB_DATASET = "ILSVRC/imagenet-1k"
-FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+FASHION_MNIST_ENV = "CJEPA_FASHION_MNIST_DIR"
+
+
+def fashion_mnist_root() -> str:
+    """Where the Fashion-MNIST IDX files are: $CJEPA_FASHION_MNIST_DIR, else Debian's folder."""
+    return os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_ROOT
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -695,7 +701,7 @@ def _read_idx(path: str, expected_magic: int) -> np.ndarray:
         raise FileNotFoundError(
             f"Fashion-MNIST file not found: {path}. Install the IDX files with "
             "`apt-get install dataset-fashion-mnist` (they go to /usr/share/datasets/fashion-mnist), "
-            "or pass root=<folder holding {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz>."
+            "or point $CJEPA_FASHION_MNIST_DIR (or root=) at a folder holding {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz."
         )
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
@@ -736,12 +742,14 @@ def _png_gray8(images: np.ndarray) -> list[bytes]:
     return out
 
 
-def load_fashion_mnist(split: str = "train", root: str = FASHION_MNIST_ROOT) -> datasets.Dataset:
+def load_fashion_mnist(split: str = "train", root: str | None = None) -> datasets.Dataset:
     """Fashion-MNIST from its gzipped IDX files as an in-memory `datasets.Dataset`.
 
     Features: ``{"image": Image() (28x28 PNG, mode L), "label": ClassLabel(FASHION_MNIST_CLASSES)}``.
-    60,000 train / 10,000 test rows; builds in about a second.
+    60,000 train / 10,000 test rows; builds in about a second. `root`: default
+    `fashion_mnist_root()` ($CJEPA_FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist).
     """
+    root = root or fashion_mnist_root()
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -840,7 +848,7 @@ def load_image_source(
 
     `source` is one of:
 
-    - ``"fashion_mnist"`` (IDX files under `FASHION_MNIST_ROOT`) or a folder holding
+    - ``"fashion_mnist"`` (IDX files under `fashion_mnist_root()`) or a folder holding
       ``{train,t10k}-images-idx3-ubyte.gz`` (splits ``train`` / ``test``, ``validation`` -> test);
     - a `save_to_disk` folder (`Dataset` or `DatasetDict`);
     - a folder of parquet, arrow or webdataset ``.tar`` files (the files whose names mention
@@ -856,7 +864,7 @@ def load_image_source(
     """
     expanded = os.path.expanduser(source)
     if _is_fashion_mnist(source):
-        root = FASHION_MNIST_ROOT if source in _FASHION_MNIST_NAMES else expanded
+        root = fashion_mnist_root() if source in _FASHION_MNIST_NAMES else expanded
         fmnist_split = "test" if split in ("test", "validation") else "train"
         return load_fashion_mnist(fmnist_split, root=root).to_iterable_dataset(num_shards=num_shards)
     if os.path.isdir(expanded) and os.path.exists(os.path.join(expanded, "dataset_dict.json")):
