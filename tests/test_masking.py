@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cjepa_hf import CJEPAConfig
-from cjepa_hf.masking import MaskCollator, block_size, mask_seed, sample_masks
+from cjepa_hf.masking import MaskCollator, MaskingSpec, block_size, mask_seed, sample_masks
 
 G = 14  # 224 px / patch 16
 N = G * G
@@ -149,10 +149,7 @@ def test_kept_context_is_not_biased_to_top_rows(batches):
 def test_full_grid_context_is_possible():
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        context, targets = sample_masks(
-            1, g, grid_size=G, num_target_blocks=4, target_scale=(0.15, 0.2), target_aspect_ratio=(0.75, 1.5),
-            context_scale=(1.0, 1.0), context_aspect_ratio=(1.0, 1.0), min_keep=10,
-        )
+        context, targets = sample_masks(1, g, MaskingSpec(grid_size=G, context_scale=(1.0, 1.0)))
         # A 14 x 14 context: with one sample there is no cut, so context = complement of the targets.
         covered = torch.zeros(N, dtype=torch.bool)
         covered[targets.reshape(-1)] = True
@@ -332,16 +329,14 @@ def test_improbable_min_keep_raises_runtime_error_with_the_config():
 
 def test_sample_masks_validates_its_arguments():
     g = torch.Generator().manual_seed(0)
-    kwargs = dict(
-        grid_size=G, num_target_blocks=4, target_scale=(0.15, 0.2), target_aspect_ratio=(0.75, 1.5),
-        context_scale=(0.85, 1.0), context_aspect_ratio=(1.0, 1.0), min_keep=10,
-    )
     with pytest.raises(ValueError, match="batch_size"):
-        sample_masks(0, g, **kwargs)
+        sample_masks(0, g, MaskingSpec(grid_size=G))
     with pytest.raises(ValueError, match="grid_size"):
-        sample_masks(4, g, **{**kwargs, "grid_size": 0})
+        MaskingSpec(grid_size=0)
     with pytest.raises(ValueError, match="target_aspect_ratio"):
-        sample_masks(4, g, **{**kwargs, "target_aspect_ratio": None})
+        MaskingSpec(grid_size=G, target_aspect_ratio=None)
+    with pytest.raises(TypeError, match="spec must be a MaskingSpec"):
+        sample_masks(4, g, {"grid_size": G})
     with pytest.raises(ValueError, match="rank"):
         MaskCollator(CJEPAConfig(), rank=-1)
 

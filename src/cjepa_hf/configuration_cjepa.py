@@ -7,9 +7,12 @@ collator (`cjepa_hf.masking`) and the loss all read their settings from here.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import json
 import math
+import numbers
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -50,6 +53,127 @@ def as_float_pair(name: str, value: Any) -> tuple[float, float]:
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a pair (min, max) of numbers, got {value!r}") from None
     return lo, hi
+
+
+def block_size(scale: float, aspect_ratio: float, grid_size: int) -> tuple[int, int]:
+    """Block ``(h, w)`` in patches for a fraction ``scale`` of the grid and ``aspect_ratio = h / w``.
+
+    ``h = round(sqrt(s * N * a))``, ``w = round(sqrt(s * N / a))`` with ``N = grid_size**2``, each
+    clamped to ``[1, grid_size]``."""
+    n = scale * grid_size * grid_size
+    h = round(math.sqrt(n * aspect_ratio))
+    w = round(math.sqrt(n / aspect_ratio))
+    return min(max(h, 1), grid_size), min(max(w, 1), grid_size)
+
+
+def block_sizes(scale: tuple[float, float], aspect: tuple[float, float], grid_size: int) -> set[tuple[int, int]]:
+    """The (h, w) that `block_size` gives over the scale x aspect range, on a 257 x 257 lattice
+    that includes the corners (fine enough that no size region of a grid <= 64 is missed in practice)."""
+    import torch
+
+    u = torch.linspace(0.0, 1.0, 257, dtype=torch.float64)
+    s = (scale[0] + u * (scale[1] - scale[0])).view(-1, 1) * grid_size * grid_size
+    a = (aspect[0] + u * (aspect[1] - aspect[0])).view(1, -1)
+    h = torch.sqrt(s * a).round().clamp(1, grid_size).long()
+    w = torch.sqrt(s / a).round().clamp(1, grid_size).long()
+    return set(zip(h.view(-1).tolist(), w.view(-1).tolist()))
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _range(name: str, value: Any, upper: float | None) -> tuple[float, float]:
+    lo, hi = as_float_pair(name, value)
+    if upper is not None and not (0.0 < lo <= upper and 0.0 < hi <= upper):
+        raise ValueError(f"{name} must lie in (0, {upper:g}], got {value!r}")
+    if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    if lo > hi:
+        raise ValueError(f"{name} must have min <= max, got {value!r}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    """The multi-block masking settings (I-JEPA, Assran et al. CVPR 2023, section 3): validated
+    once, here, when `CJEPAConfig` builds it (`config.masking_spec()`); `cjepa_hf.masking`
+    consumes it as it is.
+
+    Checked: types and ranges; and the necessary conditions for masks to exist: the context
+    block can hold `min_keep` patches; the grid minus one target block can (a context cannot
+    keep patches a target covers); with ``allow_target_overlap=False`` every block size the
+    ranges can give packs `num_target_blocks` times into the grid (by the exact bound
+    floor(G/h) * floor(G/w)). Settings that pass but are merely unlikely to succeed fail in
+    `cjepa_hf.masking.sample_masks` with a `RuntimeError` (e.g. non-overlapping targets close
+    to the packing limit: 4 blocks of 7x6 on 14x14 place in ~4% of random draws)."""
+
+    grid_size: int
+    num_target_blocks: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect_ratio: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    context_aspect_ratio: tuple[float, float] = (1.0, 1.0)
+    min_keep: int = 10
+    allow_target_overlap: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = functools.partial(object.__setattr__, self)
+        set_("grid_size", _integer("grid_size", self.grid_size, 1))
+        set_("num_target_blocks", _integer("num_target_blocks", self.num_target_blocks, 1))
+        set_("min_keep", _integer("min_keep", self.min_keep, 1))
+        for name in ("target_scale", "context_scale"):
+            set_(name, _range(name, getattr(self, name), upper=1.0))
+        for name in ("target_aspect_ratio", "context_aspect_ratio"):
+            set_(name, _range(name, getattr(self, name), upper=None))
+        set_("allow_target_overlap", bool(self.allow_target_overlap))
+        _check_attainable(self)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size * self.grid_size
+
+@functools.lru_cache(maxsize=64)  # configs are built often (loading, copies); the size scan costs ~ms
+def _check_attainable(spec: MaskingSpec) -> None:
+    g, m, n, min_keep = spec.grid_size, spec.num_target_blocks, spec.num_patches, spec.min_keep
+    if min_keep > n:
+        raise ValueError(f"min_keep must be at most the number of patches ({n} on a {g}x{g} grid), got {min_keep}")
+    target_sizes = block_sizes(spec.target_scale, spec.target_aspect_ratio, g)
+    t_min = min(h * w for h, w in target_sizes)
+    c_max = max(h * w for h, w in block_sizes(spec.context_scale, spec.context_aspect_ratio, g))
+    if c_max < min_keep:
+        raise ValueError(
+            f"min_keep={min_keep} cannot be met: the largest context block for context_scale={spec.context_scale} "
+            f"and context_aspect_ratio={spec.context_aspect_ratio} has {c_max} patches on a {g}x{g} "
+            f"grid; min_keep must be at most {c_max}"
+        )
+    if not spec.allow_target_overlap:
+        if m * t_min > n:
+            raise ValueError(
+                f"num_target_blocks={m} non-overlapping target blocks of at least {t_min} patches "
+                f"(target_scale={spec.target_scale}, target_aspect_ratio={spec.target_aspect_ratio}) cannot fit in "
+                f"{n} patches ({g}x{g} grid); lower num_target_blocks or target_scale, or set allow_target_overlap=True"
+            )
+        # Every h x w block contains exactly one cell (row = -1 mod h, col = -1 mod w), so at
+        # most floor(G/h) * floor(G/w) disjoint blocks fit: a size beyond that would fail mid-training.
+        jammed = sorted((h, w) for h, w in target_sizes if (g // h) * (g // w) < m)
+        if jammed:
+            raise ValueError(
+                f"num_target_blocks={m} non-overlapping target blocks cannot fit on a {g}x{g} grid for the "
+                f"block sizes {jammed} (h x w) that target_scale={spec.target_scale} and target_aspect_ratio="
+                f"{spec.target_aspect_ratio} can give; lower num_target_blocks or target_scale, narrow "
+                "target_aspect_ratio, or set allow_target_overlap=True"
+            )
+    covered = m * t_min if not spec.allow_target_overlap else t_min
+    if n - covered < min_keep:
+        raise ValueError(
+            f"min_keep={min_keep} cannot be met: the targets (num_target_blocks={m}, "
+            f"target_scale={spec.target_scale}, target_aspect_ratio={spec.target_aspect_ratio}, "
+            f"allow_target_overlap={spec.allow_target_overlap}) cover at least {covered} of the {n} patches, "
+            f"so min_keep must be at most {n - covered}"
+        )
 
 
 class CJEPAConfig(PreTrainedConfig):
@@ -216,23 +340,7 @@ class CJEPAConfig(PreTrainedConfig):
         if not self.initializer_range > 0:
             raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}")
 
-        for name in ("target_scale", "context_scale"):
-            lo, hi = as_float_pair(name, getattr(self, name))
-            if not (0.0 < lo <= 1.0 and 0.0 < hi <= 1.0):
-                raise ValueError(f"{name} must lie in (0, 1], got {getattr(self, name)!r}")
-            if lo > hi:
-                raise ValueError(f"{name} must have min <= max, got {getattr(self, name)!r}")
-        for name in ("target_aspect_ratio", "context_aspect_ratio"):
-            lo, hi = as_float_pair(name, getattr(self, name))
-            if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
-                raise ValueError(f"{name} must be positive and finite, got {getattr(self, name)!r}")
-            if lo > hi:
-                raise ValueError(f"{name} must have min <= max, got {getattr(self, name)!r}")
-        if self.min_keep > self.num_patches:
-            raise ValueError(
-                f"min_keep must be at most the number of patches ({self.num_patches} for image_size="
-                f"{self.image_size}, patch_size={self.patch_size}), got {self.min_keep}"
-            )
+        self.masking_spec()  # the masking settings are validated there, once
 
         if self.jepa_loss not in JEPA_LOSSES:
             raise ValueError(f"jepa_loss must be one of {JEPA_LOSSES}, got {self.jepa_loss!r}")
@@ -257,6 +365,15 @@ class CJEPAConfig(PreTrainedConfig):
                 "vicreg_source='predictor' compares target blocks pairwise and needs num_target_blocks >= 2, "
                 f"got num_target_blocks={self.num_target_blocks}"
             )
+
+    def masking_spec(self) -> MaskingSpec:
+        """The validated masking settings the collator consumes (`cjepa_hf.masking.MaskCollator`)."""
+        return MaskingSpec(
+            grid_size=self.grid_size, num_target_blocks=self.num_target_blocks, target_scale=self.target_scale,
+            target_aspect_ratio=self.target_aspect_ratio, context_scale=self.context_scale,
+            context_aspect_ratio=self.context_aspect_ratio, min_keep=self.min_keep,
+            allow_target_overlap=self.allow_target_overlap,
+        )
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -331,4 +448,4 @@ def parse_config_overrides(text: str | dict | None) -> dict[str, Any]:
     return overrides
 
 
-__all__ = ["CJEPAConfig", "config_field_names", "parse_config_overrides", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]
+__all__ = ["CJEPAConfig", "MaskingSpec", "block_size", "config_field_names", "parse_config_overrides", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]

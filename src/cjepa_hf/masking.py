@@ -1,4 +1,4 @@
-"""Multi-block masking for C-JEPA / I-JEPA (PAPER.md section 2), vectorised and reproducible.
+"""Multi-block masking for C-JEPA / I-JEPA (Assran et al., CVPR 2023, section 3), vectorised and reproducible.
 
 Patch indices are row-major on the square patch grid: ``index = row * grid_size + col``.
 
@@ -20,15 +20,14 @@ Differences from the reference collator (facebookresearch/ijepa), all deliberate
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .configuration_cjepa import CJEPAConfig, as_float_pair
+from .configuration_cjepa import CJEPAConfig, MaskingSpec, block_size
 
 _MASK64 = (1 << 64) - 1
 # How often the positions of a sample that keeps fewer than `min_keep` context patches (or whose
@@ -55,136 +54,13 @@ def mask_seed(seed: int, epoch: int, batch_position: int, rank: int) -> int:
     return h
 
 
-# ---------------------------------------------------------------------------------------- sizes
-def block_size(scale: float, aspect_ratio: float, grid_size: int) -> tuple[int, int]:
-    """Block ``(h, w)`` in patches for a fraction ``scale`` of the grid and ``aspect_ratio = h / w``.
-
-    ``h = round(sqrt(s * N * a))``, ``w = round(sqrt(s * N / a))`` with ``N = grid_size**2``, each
-    clamped to ``[1, grid_size]``."""
-    n = scale * grid_size * grid_size
-    h = round(math.sqrt(n * aspect_ratio))
-    w = round(math.sqrt(n / aspect_ratio))
-    return min(max(h, 1), grid_size), min(max(w, 1), grid_size)
-
-
 def _lerp(bounds: tuple[float, float], u: float) -> float:
     return bounds[0] + u * (bounds[1] - bounds[0])
-
-
-def _block_sizes(scale: tuple[float, float], aspect: tuple[float, float], grid_size: int) -> set[tuple[int, int]]:
-    """The (h, w) that `block_size` gives over the scale x aspect range, on a 257 x 257 lattice
-    that includes the corners (fine enough that no size region of a grid <= 64 is missed in practice)."""
-    u = torch.linspace(0.0, 1.0, 257, dtype=torch.float64)
-    s = (scale[0] + u * (scale[1] - scale[0])).view(-1, 1) * grid_size * grid_size
-    a = (aspect[0] + u * (aspect[1] - aspect[0])).view(1, -1)
-    h = torch.sqrt(s * a).round().clamp(1, grid_size).long()
-    w = torch.sqrt(s / a).round().clamp(1, grid_size).long()
-    return set(zip(h.view(-1).tolist(), w.view(-1).tolist()))
-
-
-def _check_pair(name: str, value: Any, *, upper: float | None) -> tuple[float, float]:
-    lo, hi = as_float_pair(name, value)
-    if upper is not None and not (0.0 < lo <= upper and 0.0 < hi <= upper):
-        raise ValueError(f"{name} must lie in (0, {upper:g}], got {value!r}")
-    if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    if lo > hi:
-        raise ValueError(f"{name} must have min <= max, got {value!r}")
-    return lo, hi
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_masking_params(
-    grid_size: int,
-    num_target_blocks: int,
-    target_scale: Sequence[float],
-    target_aspect_ratio: Sequence[float],
-    context_scale: Sequence[float],
-    context_aspect_ratio: Sequence[float],
-    min_keep: int,
-    allow_target_overlap: bool,
-) -> None:
-    """Raise `ValueError` (field, value, what is allowed) for masking settings that are invalid or
-    that can never be met.
-
-    Necessary conditions checked: the context block can hold `min_keep` patches; the grid minus one
-    target block can (a context cannot keep patches that a target covers); with
-    ``allow_target_overlap=False`` every block size the ranges can give packs M times into the grid
-    (by the exact bound floor(G/h) * floor(G/w)). Settings that pass but are merely unlikely to
-    succeed fail later, in `sample_masks`, with a `RuntimeError`: e.g. non-overlapping targets close
-    to the packing limit (4 blocks of 7x6 on 14x14 place in ~4% of random draws)."""
-    pairs = [
-        as_float_pair(name, value)
-        for name, value in (
-            ("target_scale", target_scale), ("target_aspect_ratio", target_aspect_ratio),
-            ("context_scale", context_scale), ("context_aspect_ratio", context_aspect_ratio),
-        )
-    ]
-    _check_masking_params(grid_size, num_target_blocks, *pairs, min_keep, bool(allow_target_overlap))
-
-
-@functools.lru_cache(maxsize=64)  # `sample_masks` checks on every batch; the area scan costs ~ms
-def _check_masking_params(
-    grid_size: int,
-    num_target_blocks: int,
-    target_scale: tuple[float, float],
-    target_aspect_ratio: tuple[float, float],
-    context_scale: tuple[float, float],
-    context_aspect_ratio: tuple[float, float],
-    min_keep: int,
-    allow_target_overlap: bool,
-) -> None:
-    _check_int("grid_size", grid_size, minimum=1)
-    _check_int("num_target_blocks", num_target_blocks, minimum=1)
-    _check_int("min_keep", min_keep, minimum=1)
-    target_scale = _check_pair("target_scale", target_scale, upper=1.0)
-    context_scale = _check_pair("context_scale", context_scale, upper=1.0)
-    target_aspect_ratio = _check_pair("target_aspect_ratio", target_aspect_ratio, upper=None)
-    context_aspect_ratio = _check_pair("context_aspect_ratio", context_aspect_ratio, upper=None)
-    n = grid_size * grid_size
-    if min_keep > n:
-        raise ValueError(f"min_keep must be at most the number of patches ({n} on a {grid_size}x{grid_size} grid), got {min_keep}")
-    target_sizes = _block_sizes(target_scale, target_aspect_ratio, grid_size)
-    t_min = min(h * w for h, w in target_sizes)
-    c_max = max(h * w for h, w in _block_sizes(context_scale, context_aspect_ratio, grid_size))
-    if c_max < min_keep:
-        raise ValueError(
-            f"min_keep={min_keep} cannot be met: the largest context block for context_scale={context_scale} "
-            f"and context_aspect_ratio={context_aspect_ratio} has {c_max} patches on a {grid_size}x{grid_size} "
-            f"grid; min_keep must be at most {c_max}"
-        )
-    if not allow_target_overlap and num_target_blocks * t_min > n:
-        raise ValueError(
-            f"num_target_blocks={num_target_blocks} non-overlapping target blocks of at least {t_min} patches "
-            f"(target_scale={target_scale}, target_aspect_ratio={target_aspect_ratio}) cannot fit in "
-            f"{n} patches ({grid_size}x{grid_size} grid); lower num_target_blocks or target_scale, or set "
-            "allow_target_overlap=True"
-        )
-    if not allow_target_overlap:
-        # Every h x w block contains exactly one cell (row = -1 mod h, col = -1 mod w), so at most
-        # floor(G/h) * floor(G/w) disjoint blocks fit: a size beyond that would fail mid-training.
-        jammed = sorted(
-            (h, w) for h, w in target_sizes if (grid_size // h) * (grid_size // w) < num_target_blocks
-        )
-        if jammed:
-            raise ValueError(
-                f"num_target_blocks={num_target_blocks} non-overlapping target blocks cannot fit on a "
-                f"{grid_size}x{grid_size} grid for the block sizes {jammed} (h x w) that target_scale="
-                f"{target_scale} and target_aspect_ratio={target_aspect_ratio} can give; lower "
-                "num_target_blocks or target_scale, narrow target_aspect_ratio, or set allow_target_overlap=True"
-            )
-    covered = num_target_blocks * t_min if not allow_target_overlap else t_min
-    if n - covered < min_keep:
-        raise ValueError(
-            f"min_keep={min_keep} cannot be met: the targets (num_target_blocks={num_target_blocks}, "
-            f"target_scale={target_scale}, target_aspect_ratio={target_aspect_ratio}, "
-            f"allow_target_overlap={allow_target_overlap}) cover at least {covered} of the {n} patches, "
-            f"so min_keep must be at most {n - covered}"
-        )
 
 
 # ---------------------------------------------------------------------------------------- sampler
@@ -238,18 +114,7 @@ def _place_disjoint(
 
 
 def sample_masks(
-    batch_size: int,
-    generator: torch.Generator,
-    *,
-    grid_size: int,
-    num_target_blocks: int,
-    target_scale: Sequence[float],
-    target_aspect_ratio: Sequence[float],
-    context_scale: Sequence[float],
-    context_aspect_ratio: Sequence[float],
-    min_keep: int,
-    allow_target_overlap: bool = True,
-    max_tries: int = DEFAULT_MAX_TRIES,
+    batch_size: int, generator: torch.Generator, spec: MaskingSpec, *, max_tries: int = DEFAULT_MAX_TRIES
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample I-JEPA multi-block masks for a batch; every random number comes from `generator`.
 
@@ -258,18 +123,16 @@ def sample_masks(
             block of the same sample; Kc = the smallest context of the batch (>= min_keep).
         target_indices: LongTensor (B, M, Kt), Kt = h * w, each block row-major (ascending).
 
-    Raises `ValueError` for invalid or unattainable settings (see `check_masking_params`) and
+    `spec` was validated when it was built (`CJEPAConfig.masking_spec()`); this raises
     `RuntimeError` if some sample still keeps fewer than `min_keep` context patches (or cannot
     place non-overlapping targets) after `max_tries` draws of its positions.
     """
-    target_scale = as_float_pair("target_scale", target_scale)
-    target_aspect_ratio = as_float_pair("target_aspect_ratio", target_aspect_ratio)
-    context_scale = as_float_pair("context_scale", context_scale)
-    context_aspect_ratio = as_float_pair("context_aspect_ratio", context_aspect_ratio)
-    _check_masking_params(
-        grid_size, num_target_blocks, target_scale, target_aspect_ratio,
-        context_scale, context_aspect_ratio, min_keep, bool(allow_target_overlap),
-    )
+    if not isinstance(spec, MaskingSpec):
+        raise TypeError(f"spec must be a MaskingSpec (CJEPAConfig.masking_spec()), got {type(spec).__name__}")
+    grid_size, num_target_blocks, min_keep = spec.grid_size, spec.num_target_blocks, spec.min_keep
+    target_scale, target_aspect_ratio = spec.target_scale, spec.target_aspect_ratio
+    context_scale, context_aspect_ratio = spec.context_scale, spec.context_aspect_ratio
+    allow_target_overlap = spec.allow_target_overlap
     _check_int("batch_size", batch_size, minimum=1)
     _check_int("max_tries", max_tries, minimum=1)
     g, m, b = grid_size, num_target_blocks, batch_size
@@ -355,22 +218,10 @@ class MaskCollator:
     """
 
     def __init__(self, config: CJEPAConfig, seed: int = 0, rank: int = 0) -> None:
-        config.validate_cjepa()
         _check_int("seed", seed, minimum=-(1 << 63))
         _check_int("rank", rank, minimum=0)
         self.image_size = int(config.image_size)
-        self.grid_size = int(config.grid_size)
-        self.num_target_blocks = int(config.num_target_blocks)
-        self.target_scale = as_float_pair("target_scale", config.target_scale)
-        self.target_aspect_ratio = as_float_pair("target_aspect_ratio", config.target_aspect_ratio)
-        self.context_scale = as_float_pair("context_scale", config.context_scale)
-        self.context_aspect_ratio = as_float_pair("context_aspect_ratio", config.context_aspect_ratio)
-        self.min_keep = int(config.min_keep)
-        self.allow_target_overlap = bool(config.allow_target_overlap)
-        check_masking_params(
-            self.grid_size, self.num_target_blocks, self.target_scale, self.target_aspect_ratio,
-            self.context_scale, self.context_aspect_ratio, self.min_keep, self.allow_target_overlap,
-        )
+        self.spec = config.masking_spec()  # validated there, once
         self.seed = int(seed)
         self.rank = int(rank)
         self.epoch = 0
@@ -380,13 +231,7 @@ class MaskCollator:
     # ------------------------------------------------------------------ masks
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`sample_masks` with this collator's settings: ((B, Kc), (B, M, Kt)) long tensors."""
-        return sample_masks(
-            batch_size, generator,
-            grid_size=self.grid_size, num_target_blocks=self.num_target_blocks,
-            target_scale=self.target_scale, target_aspect_ratio=self.target_aspect_ratio,
-            context_scale=self.context_scale, context_aspect_ratio=self.context_aspect_ratio,
-            min_keep=self.min_keep, allow_target_overlap=self.allow_target_overlap,
-        )
+        return sample_masks(batch_size, generator, self.spec)
 
     def masks_for(
         self, batch_position: int, batch_size: int, epoch: int | None = None
@@ -463,4 +308,4 @@ class MaskCollator:
         return batch
 
 
-__all__ = ["MaskCollator", "sample_masks", "block_size", "mask_seed", "check_masking_params", "DEFAULT_MAX_TRIES"]
+__all__ = ["MaskCollator", "MaskingSpec", "sample_masks", "block_size", "mask_seed", "DEFAULT_MAX_TRIES"]
