@@ -13,9 +13,12 @@ probe trains on the detached target features at every step (`online_linear_top1`
 logs); with an `eval_dataset` (a `KNNMonitorSet`) and `eval_strategy="steps"`, `evaluate`
 logs `eval_knn_top1` and `eval_linear_top1` every `eval_steps`.
 
-A non-finite loss skips the update and the EMA step without a host sync (fused AdamW's
-`found_inf`), is counted and logged; `max_consecutive_nonfinite` of them in a row stop training
-with an error instead of writing NaN weights.
+A non-finite loss skips the update, the EMA step and the BatchNorm statistics of its batch
+without a host sync (fused AdamW's `found_inf`, buffers restored with `torch.where`): a skipped
+step changes no model state. It is counted (`nonfinite_steps`) and its window logs `loss` NaN;
+`max_consecutive_nonfinite` of them in a row stop training with an error.
+
+`validate_checkpoint` refuses non-finite weights; `latest_valid_checkpoint` skips them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -171,10 +175,11 @@ class CJEPATrainingArguments(TrainingArguments):
 
 
 class CorruptCheckpointError(RuntimeError):
-    """A checkpoint folder with missing or truncated files."""
+    """A checkpoint folder with missing or truncated files, or non-finite weights."""
 
 
 def _check_safetensors(path: str) -> None:
+    """Sizes against the header, then every tensor read: floating tensors must be finite."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
@@ -187,14 +192,33 @@ def _check_safetensors(path: str) -> None:
             header = json.loads(f.read(header_len))
         except ValueError as error:
             raise CorruptCheckpointError(f"{path} has an unreadable header: {error}") from None
+    if not isinstance(header, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+        for k, v in header.items() if k != "__metadata__"
+    ):
+        raise CorruptCheckpointError(f"{path} has a malformed header (each tensor needs data_offsets [begin, end])")
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + end != size:
         raise CorruptCheckpointError(f"{path} is truncated: expected {8 + header_len + end} bytes, found {size}")
+    # NaN or inf in the weights (BatchNorm statistics included) make every later loss NaN:
+    # such a checkpoint cannot be resumed from or exported, so it is not valid.
+    try:
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    raise CorruptCheckpointError(
+                        f"{path}: tensor {key} holds non-finite values ({bad} of {tensor.numel()} are NaN or inf)"
+                    )
+    except SafetensorError as error:
+        raise CorruptCheckpointError(f"{path} cannot be read: {error}") from None
 
 
 def validate_checkpoint(folder: str) -> None:
     """Raise `CorruptCheckpointError` naming what is missing or truncated in a Trainer checkpoint:
-    the model weights (safetensors, sizes checked against their header), optimizer and scheduler
+    the model weights (safetensors, sizes checked against their header, every tensor read and
+    required finite), optimizer and scheduler
     state (zip archives checked for integrity), trainer_state.json, and the mask collator state."""
     if not os.path.isdir(folder):
         raise CorruptCheckpointError(f"checkpoint {folder!r} does not exist")
@@ -267,6 +291,11 @@ class _CJEPACallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.trainer._begin_epoch()
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        # Before the first micro-batch's forward: the BatchNorm statistics of every
+        # micro-batch of this step can be undone if the step turns out non-finite.
+        self.trainer._snapshot_buffers()
+
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         trainer = self.trainer
         step, total = state.global_step, state.max_steps
@@ -293,6 +322,7 @@ class _CJEPACallback(TrainerCallback):
         # momentum 1 when the update was skipped: no EMA step either, without a host sync
         momentum = 1.0 - (1.0 - skip) * (1.0 - trainer._current["ema_momentum"])
         model.update_target_encoder(momentum)
+        trainer._restore_buffers_if(skip)
         trainer._nonfinite_total += skip
         trainer._consecutive_nonfinite = (trainer._consecutive_nonfinite + skip) * skip
         trainer._step_nonfinite = torch.zeros_like(trainer._step_nonfinite)
@@ -324,6 +354,11 @@ class CJEPATrainer(Trainer):
         self._skip_flag = torch.zeros((), device=device)
         self._nonfinite_total = torch.zeros((), device=device)
         self._consecutive_nonfinite = torch.zeros((), device=device)
+        self._nonfinite_logged = 0  # nonfinite_steps at the last training log
+        # The model's buffers (BatchNorm running statistics) at the start of the step, and the
+        # buffers themselves: a skipped step puts them back (see _restore_buffers_if).
+        self._buffer_refs: list[torch.Tensor] = []
+        self._buffer_snapshot: list[torch.Tensor] = []
         self._skipped_records = torch.zeros((), dtype=torch.long, device=device)
         self._metric_sums: dict[str, torch.Tensor] = {}
         self._metric_count = 0
@@ -360,6 +395,32 @@ class CJEPATrainer(Trainer):
             probe = OnlineLinearProbe(hidden, num_labels, lr=args.online_probe_lr).to(args.device)
         probe.build_optimizer()
         return probe
+
+    # ---------------------------------------------------------------- skipped steps
+    def _snapshot_buffers(self) -> None:
+        """Copy the model's buffers (BatchNorm running_mean/running_var (C,), num_batches_tracked
+        (), the fixed position embeddings) into preallocated tensors; no host sync."""
+        buffers = [b for b in self.accelerator.unwrap_model(self.model).buffers()]
+        same = len(buffers) == len(self._buffer_refs) and all(a is b for a, b in zip(buffers, self._buffer_refs))
+        if not same:
+            self._buffer_refs = buffers
+            self._buffer_snapshot = [b.detach().clone() for b in buffers]
+            return
+        with torch.no_grad():
+            for saved, buffer in zip(self._buffer_snapshot, buffers):
+                saved.copy_(buffer)
+
+    def _restore_buffers_if(self, skip: torch.Tensor) -> None:
+        """Where `skip` (0-dim, 1.0 for a skipped step) is set, put the buffers back as they were
+        at the start of the step: the NaN batch's statistics must not stay in running_mean and
+        running_var (every later eval-mode output and checkpoint would be NaN). torch.where
+        on the flag, not a Python branch: no host sync on accelerators."""
+        if not self._buffer_refs:
+            return
+        flag = skip > 0
+        with torch.no_grad():
+            for saved, buffer in zip(self._buffer_snapshot, self._buffer_refs):
+                buffer.copy_(torch.where(flag.to(buffer.device), saved, buffer))
 
     # ---------------------------------------------------------------- optimizer and schedule
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
@@ -488,6 +549,7 @@ class CJEPATrainer(Trainer):
             with open(os.path.join(resume_from_checkpoint, "cjepa_state.json")) as f:
                 saved = json.load(f)
             self._nonfinite_total.fill_(saved.get("nonfinite_steps", 0))
+            self._nonfinite_logged = saved.get("nonfinite_steps", 0)
             self._skipped_records.fill_(saved.get("skipped_records", 0))
             if self.online_probe is not None:
                 self.online_probe.load(resume_from_checkpoint)
@@ -614,7 +676,15 @@ class CJEPATrainer(Trainer):
             if self.accelerator.num_processes > 1:
                 skipped = self.accelerator.reduce(skipped.reshape(1).clone(), reduction="sum")[0]
             logs["skipped_records"] = int(skipped.item())
-            logs["nonfinite_steps"] = int(self._nonfinite_total.item())
+            nonfinite = int(self._nonfinite_total.item())
+            logs["nonfinite_steps"] = nonfinite
+            if nonfinite > self._nonfinite_logged and math.isfinite(logs["loss"]):
+                # Trainer's logging_nan_inf_filter replaces a non-finite loss by the mean of the
+                # window's earlier ones (0 right after a log): a skipped step would look like a
+                # perfect one. The window's mean loss is not finite; say so (a float NaN, which
+                # Trainer's json.dumps writes and json.loads reads back).
+                logs["loss"] = float("nan")
+            self._nonfinite_logged = nonfinite
             if self.online_probe is not None:
                 loss_sum, correct, seen = self._probe_sums.tolist()
                 if seen > 0:
@@ -639,10 +709,18 @@ class CJEPATrainer(Trainer):
     def _check_nonfinite(self) -> None:
         consecutive = int(self._consecutive_nonfinite.item())
         if consecutive >= self.args.max_consecutive_nonfinite:
+            model = self.accelerator.unwrap_model(self.model)
+            finite = all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+            where = (
+                "their updates were skipped and no NaN weights were written" if finite else
+                "their updates were skipped, but the weights themselves are no longer finite (an update with a finite "
+                "loss overflowed them): checkpoints written since then fail validate_checkpoint; resume from the "
+                "latest valid one"
+            )
             raise FloatingPointError(
                 f"{consecutive} consecutive non-finite losses (max_consecutive_nonfinite="
-                f"{self.args.max_consecutive_nonfinite}) at step {self.state.global_step}: their updates were "
-                "skipped and no NaN weights were written; lower the learning rate or check the data"
+                f"{self.args.max_consecutive_nonfinite}) at step {self.state.global_step}: {where}; lower the "
+                "learning rate or check the data"
             )
 
     # ---------------------------------------------------------------- checkpoints

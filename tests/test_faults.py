@@ -1,0 +1,121 @@
+"""Faults that must never leave a bad checkpoint (issue 13, items 10-13 and 15): a skipped
+non-finite step changes no state, rotation never deletes the last complete checkpoint,
+every file a resume reads is validated, resume edge cases, a full disk."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback
+from transformers.trainer_callback import TrainerState
+
+from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
+from cjepa_hf.masking import MaskCollator
+from cjepa_hf.trainer import (
+    CJEPATrainer,
+    CJEPATrainingArguments,
+    CorruptCheckpointError,
+    latest_valid_checkpoint,
+    validate_checkpoint,
+)
+
+from conftest import TINY
+
+
+def _trainer(out, data, **kw):
+    config = CJEPAConfig(**TINY)
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    args = CJEPATrainingArguments(**{
+        "output_dir": str(out), "use_cpu": True, "report_to": "none", "per_device_train_batch_size": 4,
+        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 1, "seed": 0, **kw})
+    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
+
+
+def _data(n=32, seed=0, poison=()):
+    g = torch.Generator().manual_seed(seed)
+    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(n)]
+    for i in poison:
+        data[i]["pixel_values"] = torch.full((3, 32, 32), float("nan"))
+    return data
+
+
+class _Ordered(torch.utils.data.IterableDataset):
+    """A stream in a fixed order that can seek (`resume_at`, as `cjepa_hf.data` streams):
+    with W DataLoader workers, worker w reads every W-th item from w."""
+
+    def __init__(self, items):
+        self.items, self.skip = items, None
+
+    def set_epoch(self, epoch):
+        self.skip = None
+
+    def resume_at(self, epoch, records):
+        self.skip = list(records)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        start = self.skip[worker] if self.skip else 0
+        return iter(self.items[worker::workers][start:])
+
+
+# ----------------------------------------------------------------------------- item 10
+
+
+def test_a_skipped_step_changes_no_state_buffers_included(tmp_path):
+    """Step 3's batch holds a NaN image: its BatchNorm statistics must not reach the
+    projector's running buffers, the checkpoint after it is finite and valid, the eval-mode
+    loss stays finite, and the logged loss of step 3 is NaN (not 0), in a history that
+    Trainer's JSON round-trips."""
+    trainer = _trainer(tmp_path, _Ordered(_data(poison=[9])), max_steps=4, save_strategy="steps", save_steps=4)
+    model = trainer.model
+    states = []
+
+    class Snap(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    trainer.add_callback(Snap())
+    trainer.train()
+    assert any(k.startswith("projector.norms.0.running") for k in states[0])
+    for key, before in states[1].items():
+        assert torch.equal(before, states[2][key]), key  # step 3 skipped: nothing moved, buffers included
+    assert not torch.equal(states[2]["projector.norms.0.running_mean"], states[3]["projector.norms.0.running_mean"])
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    validate_checkpoint(str(tmp_path / "checkpoint-4"))
+    saved = load_file(str(tmp_path / "checkpoint-4" / "model.safetensors"))
+    assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+
+    model.eval()
+    batch = MaskCollator(model.config, seed=5)(_data(n=4, seed=9))
+    with torch.no_grad():
+        loss = model(batch["pixel_values"], batch["context_indices"], batch["target_indices"]).loss
+    assert torch.isfinite(loss)
+
+    logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
+    assert [h["step"] for h in logs] == [1, 2, 3, 4]
+    assert math.isnan(logs[2]["loss"])  # Trainer alone logs 0 here (its NaN filter)
+    assert all(math.isfinite(logs[i]["loss"]) and logs[i]["loss"] > 0 for i in (0, 1, 3))
+    trainer.state.save_to_json(str(tmp_path / "state.json"))
+    again = TrainerState.load_from_json(str(tmp_path / "state.json"))
+    assert math.isnan([h for h in again.log_history if h.get("step") == 3 and "loss" in h][0]["loss"])
+
+
+def test_validate_checkpoint_rejects_non_finite_weights(tmp_path):
+    out = tmp_path / "run"
+    _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2).train()
+    good, bad = out / "checkpoint-2", out / "checkpoint-4"
+    weights = load_file(str(bad / "model.safetensors"))
+    weights["projector.norms.0.running_var"][3] = float("nan")
+    save_file(weights, str(bad / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CorruptCheckpointError, match=r"model.safetensors.*projector.norms.0.running_var.*non-finite"):
+        validate_checkpoint(str(bad))
+    assert latest_valid_checkpoint(str(out)) == str(good)
+    # a truncated file is still refused (safe_open reads every tensor)
+    data = (good / "model.safetensors").read_bytes()
+    (good / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match="model.safetensors is truncated"):
+        validate_checkpoint(str(good))
+
