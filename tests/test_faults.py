@@ -2,7 +2,9 @@
 non-finite step changes no state, rotation never deletes the last complete checkpoint,
 every file a resume reads is validated, resume edge cases, a full disk."""
 
+import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -118,4 +120,64 @@ def test_validate_checkpoint_rejects_non_finite_weights(tmp_path):
     (good / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptCheckpointError, match="model.safetensors is truncated"):
         validate_checkpoint(str(good))
+
+
+# ----------------------------------------------------------------------------- item 12
+
+
+@pytest.fixture(scope="module")
+def stream_run(tmp_path_factory):
+    """A run over a stream with checkpoints at steps 2 and 4 (cjepa_state.json holds the data position)."""
+    out = tmp_path_factory.mktemp("stream") / "run"
+    _trainer(out, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2).train()
+    return out
+
+
+def test_a_truncated_rng_state_is_rejected(stream_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(stream_run, out)
+    rng = out / "checkpoint-4" / "rng_state.pth"
+    rng.write_bytes(rng.read_bytes()[:-50])
+    with pytest.raises(CorruptCheckpointError, match="rng_state.pth is not a complete torch archive"):
+        validate_checkpoint(str(out / "checkpoint-4"))
+    assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")
+    # a complete archive of the wrong content
+    torch.save({"python": 1}, rng)
+    with pytest.raises(CorruptCheckpointError, match=r"rng_state.pth.*lacks.*cpu"):
+        validate_checkpoint(str(out / "checkpoint-4"))
+
+
+def _edit(path, change):
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+@pytest.mark.parametrize(
+    "name, change, message",
+    [
+        ("cjepa_state.json", lambda d: [d], "cjepa_state.json must hold a JSON object, got list"),
+        ("cjepa_state.json", lambda d: {**d, "nonfinite_steps": "3"}, "nonfinite_steps must be an integer >= 0"),
+        ("cjepa_state.json", lambda d: {**d, "data": {k: v for k, v in d["data"].items() if k != "records"}},
+         r"data lacks \['records'\]"),
+        ("cjepa_state.json", lambda d: {**d, "data": {**d["data"], "records": [[8, 1]]}},
+         r"data.records must be 1 list\(s\) of 1 integer"),
+        ("cjepa_state.json", lambda d: {**d, "online_probe_sums": [1.0]}, "online_probe_sums must be 3 numbers"),
+        ("trainer_state.json", lambda d: [d], "trainer_state.json must hold a JSON object, got list"),
+        ("trainer_state.json", lambda d: {k: v for k, v in d.items() if k != "global_step"}, "lacks global_step"),
+        ("trainer_state.json", lambda d: {**d, "log_history": {}}, "log_history must be a list"),
+        ("trainer_state.json", lambda d: {**d, "no_such_field": 1}, "unknown field"),
+        ("config.json", lambda d: "ViT", "config.json must hold a JSON object, got str"),
+    ],
+)
+def test_state_files_of_the_wrong_shape_are_corrupt(stream_run, tmp_path, name, change, message):
+    out = tmp_path / "run"
+    shutil.copytree(stream_run, out)
+    folder = out / "checkpoint-4"
+    _edit(folder / name, change)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        validate_checkpoint(str(folder))
+    assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")
+    trainer = _trainer(out, _Ordered(_data()), max_steps=6)
+    with pytest.raises(CorruptCheckpointError, match=name):
+        trainer.train(resume_from_checkpoint=str(folder))
 

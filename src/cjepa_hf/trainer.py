@@ -18,11 +18,14 @@ without a host sync (fused AdamW's `found_inf`, buffers restored with `torch.whe
 step changes no model state. It is counted (`nonfinite_steps`) and its window logs `loss` NaN;
 `max_consecutive_nonfinite` of them in a row stop training with an error.
 
-`validate_checkpoint` refuses non-finite weights; `latest_valid_checkpoint` skips them.
+Checkpoints: `validate_checkpoint` checks every file a resume reads (sizes, archives, JSON
+shapes, finite weights); `latest_valid_checkpoint` skips the ones that fail.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -38,6 +41,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .losses import effective_rank, feature_std
@@ -175,7 +179,10 @@ class CJEPATrainingArguments(TrainingArguments):
 
 
 class CorruptCheckpointError(RuntimeError):
-    """A checkpoint folder with missing or truncated files, or non-finite weights."""
+    """A checkpoint folder with missing, truncated or malformed files, or non-finite weights."""
+
+
+_RNG_STATE = re.compile(r"^rng_state(_\d+)?\.pth$")
 
 
 def _check_safetensors(path: str) -> None:
@@ -215,11 +222,110 @@ def _check_safetensors(path: str) -> None:
         raise CorruptCheckpointError(f"{path} cannot be read: {error}") from None
 
 
+def _read_json_object(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as error:
+        raise CorruptCheckpointError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_count(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_trainer_state(path: str) -> None:
+    """What Trainer's `TrainerState.load_from_json` and our resume read: an object of
+    TrainerState's fields, global_step an integer >= 0, log_history a list of objects."""
+    state = _read_json_object(path)
+    if "global_step" not in state:
+        raise CorruptCheckpointError(f"{path} lacks global_step (the number of optimizer steps taken)")
+    if not _is_count(state["global_step"]):
+        raise CorruptCheckpointError(f"{path}: global_step must be an integer >= 0, got {state['global_step']!r}")
+    history = state.get("log_history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise CorruptCheckpointError(f"{path}: log_history must be a list of log objects, got {type(history).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainerState)}
+    unknown = sorted(set(state) - known)
+    if unknown:
+        raise CorruptCheckpointError(
+            f"{path} has unknown field(s) {unknown}: this transformers' TrainerState cannot load it (fields: {sorted(known)})"
+        )
+    try:
+        TrainerState(**state)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise CorruptCheckpointError(f"{path} does not load as a TrainerState: {error}") from None
+
+
+def _check_cjepa_state(path: str) -> None:
+    """The trainer's own state: {"nonfinite_steps": int, "skipped_records": int,
+    "online_probe_sums": [3 numbers] (with a probe), "data": the stream position (streams):
+    {"epoch", "batches", "world_size", "num_workers", "records": world_size lists of
+    num_workers counts}}."""
+    state = _read_json_object(path)
+    for key in ("nonfinite_steps", "skipped_records"):
+        if key not in state:
+            raise CorruptCheckpointError(f"{path} lacks {key}")
+        if not _is_count(state[key]):
+            raise CorruptCheckpointError(f"{path}: {key} must be an integer >= 0, got {state[key]!r}")
+    sums = state.get("online_probe_sums")
+    if sums is not None and not (
+        isinstance(sums, list) and len(sums) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums)
+    ):
+        raise CorruptCheckpointError(f"{path}: online_probe_sums must be 3 numbers (loss sum, correct, seen), got {sums!r}")
+    data = state.get("data")
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(f"{path}: data (the stream position) must be an object, got {type(data).__name__}")
+    missing = sorted({"epoch", "batches", "world_size", "num_workers", "records"} - set(data))
+    if missing:
+        raise CorruptCheckpointError(
+            f"{path}: data lacks {missing} (the stream position needs epoch, batches, world_size, num_workers, records)"
+        )
+    for key, minimum in (("epoch", 0), ("batches", 0), ("world_size", 1), ("num_workers", 1)):
+        if not _is_count(data[key], minimum):
+            raise CorruptCheckpointError(f"{path}: data.{key} must be an integer >= {minimum}, got {data[key]!r}")
+    world, workers, records = data["world_size"], data["num_workers"], data["records"]
+    if not (
+        isinstance(records, list) and len(records) == world
+        and all(isinstance(r, list) and len(r) == workers and all(_is_count(v) for v in r) for r in records)
+    ):
+        raise CorruptCheckpointError(
+            f"{path}: data.records must be {world} list(s) of {workers} integer(s) >= 0 (records read per process "
+            f"and stream worker), got {records!r}"
+        )
+
+
+def _check_rng_state(path: str) -> None:
+    """Trainer restores python, numpy and cpu RNG states from it (torch.load, weights_only)."""
+    try:
+        from transformers.trainer_pt_utils import safe_globals
+    except ImportError:  # pragma: no cover - older transformers
+        safe_globals = contextlib.nullcontext
+    try:
+        with safe_globals():
+            state = torch.load(path, weights_only=True)
+    except Exception as error:  # any unpickling failure: the file is unusable
+        raise CorruptCheckpointError(f"{path} cannot be loaded: {error}") from None
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"{path} must hold a dict of RNG states, got {type(state).__name__}")
+    missing = sorted({"python", "numpy", "cpu"} - set(state))
+    if missing:
+        raise CorruptCheckpointError(f"{path} lacks the RNG state(s) {missing} (Trainer restores python, numpy and cpu)")
+
+
 def validate_checkpoint(folder: str) -> None:
-    """Raise `CorruptCheckpointError` naming what is missing or truncated in a Trainer checkpoint:
-    the model weights (safetensors, sizes checked against their header, every tensor read and
-    required finite), optimizer and scheduler
-    state (zip archives checked for integrity), trainer_state.json, and the mask collator state."""
+    """Raise `CorruptCheckpointError` naming what is missing, truncated or malformed in a
+    Trainer checkpoint, i.e. every file a resume reads: the model weights (safetensors, sizes
+    checked against their header, every tensor read and required finite), optimizer,
+    scheduler and RNG states (zip archives checked for integrity; RNG states loaded),
+    trainer_state.json, config.json and cjepa_state.json (JSON of the expected shape), and
+    the online probe's files when present."""
     if not os.path.isdir(folder):
         raise CorruptCheckpointError(f"checkpoint {folder!r} does not exist")
     weights = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and f != PROBE_WEIGHTS)
@@ -227,19 +333,21 @@ def validate_checkpoint(folder: str) -> None:
         raise CorruptCheckpointError(f"checkpoint {folder!r} has no *.safetensors weights")
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.exists(index):
-        with open(index) as f:
-            needed = set(json.load(f)["weight_map"].values())
-        missing = sorted(needed - set(weights))
+        weight_map = _read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CorruptCheckpointError(f"{index} must hold a weight_map object of tensor name -> shard file")
+        missing = sorted(set(weight_map.values()) - set(weights))
         if missing:
             raise CorruptCheckpointError(f"checkpoint {folder!r} lacks weight shards {missing}")
-    for name in weights:
-        _check_safetensors(os.path.join(folder, name))
-    if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):
-        _check_safetensors(os.path.join(folder, PROBE_WEIGHTS))
     for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "config.json", "cjepa_state.json"):
         if not os.path.exists(os.path.join(folder, name)):
             raise CorruptCheckpointError(f"checkpoint {folder!r} lacks {name}")
-    archives = ["optimizer.pt", "scheduler.pt"]
+    # The cheap checks first: a folder that fails them is not worth reading the weights of.
+    _check_trainer_state(os.path.join(folder, "trainer_state.json"))
+    _read_json_object(os.path.join(folder, "config.json"))
+    _check_cjepa_state(os.path.join(folder, "cjepa_state.json"))
+    rng_states = sorted(f for f in os.listdir(folder) if _RNG_STATE.match(f))
+    archives = ["optimizer.pt", "scheduler.pt", *rng_states]
     if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):
         archives.append(PROBE_OPTIMIZER)
     for name in archives:
@@ -251,12 +359,12 @@ def validate_checkpoint(folder: str) -> None:
             raise CorruptCheckpointError(f"{path} is not a complete torch archive: {error}") from None
         if bad is not None:
             raise CorruptCheckpointError(f"{path} has a corrupt member {bad!r}")
-    for name in ("trainer_state.json", "config.json", "cjepa_state.json"):
-        try:
-            with open(os.path.join(folder, name)) as f:
-                json.load(f)
-        except ValueError as error:
-            raise CorruptCheckpointError(f"{os.path.join(folder, name)} is not valid JSON: {error}") from None
+    for name in rng_states:
+        _check_rng_state(os.path.join(folder, name))
+    for name in weights:
+        _check_safetensors(os.path.join(folder, name))
+    if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):
+        _check_safetensors(os.path.join(folder, PROBE_WEIGHTS))
 
 
 def latest_valid_checkpoint(output_dir: str) -> str | None:
@@ -545,18 +653,19 @@ class CJEPATrainer(Trainer):
             resume_from_checkpoint = found
         skip_replay = False
         if resume_from_checkpoint:
-            validate_checkpoint(resume_from_checkpoint)
+            validate_checkpoint(resume_from_checkpoint)  # also the shapes of the JSON read below
             with open(os.path.join(resume_from_checkpoint, "cjepa_state.json")) as f:
                 saved = json.load(f)
-            self._nonfinite_total.fill_(saved.get("nonfinite_steps", 0))
-            self._nonfinite_logged = saved.get("nonfinite_steps", 0)
-            self._skipped_records.fill_(saved.get("skipped_records", 0))
+            with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
+                global_step = json.load(f)["global_step"]
+            self._nonfinite_total.fill_(saved["nonfinite_steps"])
+            self._nonfinite_logged = saved["nonfinite_steps"]
+            self._skipped_records.fill_(saved["skipped_records"])
             if self.online_probe is not None:
                 self.online_probe.load(resume_from_checkpoint)
                 self._probe_sums.copy_(torch.tensor(saved.get("online_probe_sums", [0.0, 0.0, 0.0])))
             if not _is_iterable(self.train_dataset):
-                with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
-                    self._resume_position(json.load(f)["global_step"])
+                self._resume_position(global_step)
             elif self.args.ignore_data_skip:
                 self._epoch, self._start_position = 0, 0  # the user asked for no data skip
             else:
