@@ -2,8 +2,10 @@
 non-finite step changes no state, rotation never deletes the last complete checkpoint,
 every file a resume reads is validated, resume edge cases, a full disk."""
 
+import errno
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -122,6 +124,38 @@ def test_validate_checkpoint_rejects_non_finite_weights(tmp_path):
         validate_checkpoint(str(good))
 
 
+# ----------------------------------------------------------------------------- item 11
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def test_rotation_never_deletes_the_last_complete_checkpoint(tmp_path, monkeypatch):
+    # a normal run still rotates: only the newest checkpoint is kept
+    _trainer(tmp_path / "ok", _data(), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1).train()
+    assert sorted(os.listdir(tmp_path / "ok")) == ["checkpoint-4"]
+
+    # killed while checkpoint-4 is written, before cjepa_state.json marks it complete
+    real_dump = json.dump
+
+    def dump(obj, fp, *args, **kwargs):
+        name = str(getattr(fp, "name", ""))
+        if "checkpoint-4" in name and "cjepa_state" in name:
+            raise _Killed()
+        return real_dump(obj, fp, *args, **kwargs)
+
+    monkeypatch.setattr(json, "dump", dump)
+    out = tmp_path / "killed"
+    trainer = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
+    with pytest.raises(_Killed):
+        trainer.train()
+    monkeypatch.undo()
+    assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")
+    with pytest.raises(CorruptCheckpointError, match="lacks cjepa_state.json"):
+        validate_checkpoint(str(out / "checkpoint-4"))
+
+
 # ----------------------------------------------------------------------------- item 12
 
 
@@ -181,3 +215,48 @@ def test_state_files_of_the_wrong_shape_are_corrupt(stream_run, tmp_path, name, 
     with pytest.raises(CorruptCheckpointError, match=name):
         trainer.train(resume_from_checkpoint=str(folder))
 
+
+# ----------------------------------------------------------------------------- item 15
+
+
+def _fill_disk_at(monkeypatch, target):
+    """Make the write of `target` (a file name) in checkpoint-4 write half its bytes, then fail
+    as a full disk does."""
+    real_save, real_dump = torch.save, json.dump
+
+    def full(path):
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)) and str(f).endswith(os.path.join("checkpoint-4", target)):
+            full(f)
+        return real_save(obj, f, *args, **kwargs)
+
+    def dump(obj, fp, *args, **kwargs):
+        name = str(getattr(fp, "name", ""))
+        if "checkpoint-4" in name and target in name:
+            fp.write(json.dumps(obj)[:10])
+            fp.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_dump(obj, fp, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(json, "dump", dump)
+
+
+@pytest.mark.parametrize("target", ["optimizer.pt", "cjepa_state"])
+def test_a_full_disk_says_so_and_leaves_no_valid_partial_checkpoint(tmp_path, monkeypatch, target):
+    out = tmp_path / "run"
+    _fill_disk_at(monkeypatch, target)
+    trainer = _trainer(out, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
+    with pytest.raises(OSError) as raised:
+        trainer.train()
+    monkeypatch.undo()
+    message = str(raised.value)
+    assert raised.value.errno == errno.ENOSPC
+    assert "disk is full" in message and str(out / "checkpoint-4") in message
+    with pytest.raises(CorruptCheckpointError):
+        validate_checkpoint(str(out / "checkpoint-4"))
+    assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")

@@ -18,19 +18,24 @@ without a host sync (fused AdamW's `found_inf`, buffers restored with `torch.whe
 step changes no model state. It is counted (`nonfinite_steps`) and its window logs `loss` NaN;
 `max_consecutive_nonfinite` of them in a row stop training with an error.
 
-Checkpoints: `validate_checkpoint` checks every file a resume reads (sizes, archives, JSON
-shapes, finite weights); `latest_valid_checkpoint` skips the ones that fail.
+Checkpoints: `cjepa_state.json` is written last (atomically) and marks a checkpoint complete;
+old checkpoints are rotated (`save_total_limit`) only after it, so a kill never leaves nothing
+to resume. `validate_checkpoint` checks every file a resume reads (sizes, archives, JSON shapes,
+finite weights); `latest_valid_checkpoint` skips the ones that fail. A full disk during a save
+raises `DiskFullError` (an OSError, errno ENOSPC) naming the checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import struct
 import time
 import zipfile
@@ -180,6 +185,10 @@ class CJEPATrainingArguments(TrainingArguments):
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint folder with missing, truncated or malformed files, or non-finite weights."""
+
+
+class DiskFullError(OSError):
+    """A save that ran out of disk space (errno ENOSPC), naming the folder it was writing."""
 
 
 _RNG_STATE = re.compile(r"^rng_state(_\d+)?\.pth$")
@@ -834,32 +843,79 @@ class CJEPATrainer(Trainer):
 
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        data = None
-        if _is_iterable(self.train_dataset):  # every process takes part in the gather
-            records = self._epoch_records
-            if self.accelerator.num_processes > 1:
-                records = self.accelerator.gather(records.reshape(1, -1))
-            data = {
-                "epoch": self._epoch - 1,  # the epoch in progress (_begin_epoch moved past it)
-                "batches": self._epoch_batches,
-                "world_size": self.args.world_size,
-                "num_workers": self._stream_workers(),
-                "records": records.reshape(self.args.world_size, -1).tolist(),
-            }
+        """Trainer's checkpoint, then cjepa_state.json, which marks it complete, then rotation.
+
+        Trainer deletes old checkpoints (save_total_limit) at the end of its own save, before
+        cjepa_state.json exists: a kill in between left only an incomplete checkpoint. Here its
+        rotation is off during its save and runs after the marker is written."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        limit = self.args.save_total_limit
+        try:
+            self.args.save_total_limit = None
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = limit
+            data = None
+            if _is_iterable(self.train_dataset):  # every process takes part in the gather
+                records = self._epoch_records
+                if self.accelerator.num_processes > 1:
+                    records = self.accelerator.gather(records.reshape(1, -1))
+                data = {
+                    "epoch": self._epoch - 1,  # the epoch in progress (_begin_epoch moved past it)
+                    "batches": self._epoch_batches,
+                    "world_size": self.args.world_size,
+                    "num_workers": self._stream_workers(),
+                    "records": records.reshape(self.args.world_size, -1).tolist(),
+                }
+            # Every process's files (rng_state_{rank}.pth) exist before the checkpoint is marked complete.
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                state = {
+                    "nonfinite_steps": int(self._nonfinite_total.item()),
+                    "skipped_records": int(self._skipped_records.item()),
+                }
+                if data is not None:
+                    state["data"] = data  # the stream's position, for an exact resume
+                if self.online_probe is not None:
+                    self.online_probe.save(folder)
+                    state["online_probe_sums"] = self._probe_sums.tolist()
+                _write_json_atomically(os.path.join(folder, "cjepa_state.json"), state)
+        except (OSError, RuntimeError, SafetensorError) as error:
+            full = _as_disk_full(error, folder)
+            if full is None or full is error:
+                raise
+            raise full from error
         if self.args.should_save:
-            folder = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            state = {
-                "nonfinite_steps": int(self._nonfinite_total.item()),
-                "skipped_records": int(self._skipped_records.item()),
-            }
-            if data is not None:
-                state["data"] = data  # the stream's position, for an exact resume
-            if self.online_probe is not None:
-                self.online_probe.save(folder)
-                state["online_probe_sums"] = self._probe_sums.tolist()
-            with open(os.path.join(folder, "cjepa_state.json"), "w") as f:
-                json.dump(state, f, indent=2)
+            self._rotate_checkpoints_after_save(run_dir, folder)
+
+    def _rotate_checkpoints_after_save(self, run_dir: str, newest: str) -> None:
+        """Keep at most save_total_limit checkpoint-N folders in run_dir, deleting the lowest
+        steps first; never the one just completed (`newest`) nor the best one. (Trainer keeps
+        the newest by mtime or step, which can be a stale, incomplete later folder of an
+        interrupted run.)"""
+        limit = self.args.save_total_limit
+        if limit is None or limit <= 0:
+            return
+        pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+        found = sorted(
+            (int(m.group(1)), os.path.join(run_dir, name))
+            for name in os.listdir(run_dir)
+            if (m := pattern.match(name)) and os.path.isdir(os.path.join(run_dir, name))
+        )
+        protected = {os.path.abspath(newest)}
+        if self.state.best_model_checkpoint is not None:
+            protected.add(os.path.abspath(self.state.best_model_checkpoint))
+        remaining = len(found)
+        for _, path in found:
+            if remaining <= max(limit, len(protected)):
+                break
+            if os.path.abspath(path) in protected:
+                continue
+            logger.info("deleting older checkpoint %s (save_total_limit=%d)", path, limit)
+            shutil.rmtree(path, ignore_errors=True)
+            remaining -= 1
 
     def create_model_card(self, model_name: str | None = None, dataset: str | list[str] | None = None, **kwargs: Any) -> None:
         """The C-JEPA card (cjepa_hf.hub) instead of transformers' generic one: Trainer's
@@ -883,11 +939,59 @@ class CJEPATrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's save plus a readable `training_args.json` (Trainer's `training_args.bin` is a
         pickle; release export and model cards read the JSON instead). Checkpoints come here too."""
-        super().save_model(output_dir, _internal_call)
-        if self.args.should_save:
-            output_dir = output_dir if output_dir is not None else self.args.output_dir
-            with open(os.path.join(output_dir, "training_args.json"), "w") as f:
-                f.write(self.args.to_json_string())
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        try:
+            super().save_model(output_dir, _internal_call)
+            if self.args.should_save:
+                with open(os.path.join(folder, "training_args.json"), "w") as f:
+                    f.write(self.args.to_json_string())
+        except (OSError, RuntimeError, SafetensorError) as error:
+            full = _as_disk_full(error, folder)
+            if full is None or full is error:
+                raise
+            raise full from error
+
+
+def _write_json_atomically(path: str, obj: Any) -> None:
+    """Write JSON to path.tmp, then rename it to path: path is complete or absent, never a
+    half-written file (a kill or a full disk mid-write)."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+_DISK_FULL_TEXT = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def _as_disk_full(error: BaseException, folder: str) -> DiskFullError | None:
+    """A `DiskFullError` naming `folder` when `error` (from writing it) came from a full disk:
+    an OSError with errno ENOSPC/EDQUOT, safetensors' error text, or a failed write of
+    torch.save (its zip writer drops the OS reason) with less than 1 MiB left. Else None."""
+    if isinstance(error, DiskFullError):
+        return error
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = full or any(text in str(error) for text in _DISK_FULL_TEXT)
+    free = None
+    probe = folder
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(probe or ".").free
+    if not full and not (isinstance(error, RuntimeError) and free is not None and free < 1 << 20):
+        return None
+    left = f" ({free:,} bytes free)" if free is not None else ""
+    return DiskFullError(
+        errno.ENOSPC,
+        f"the disk is full{left}: no space left while writing {folder!r} ({type(error).__name__}: {error}). "
+        "That checkpoint is incomplete and is never resumed from (validate_checkpoint rejects it); free some space "
+        "(or lower save_total_limit) and resume with resume_from_checkpoint='latest'",
+    )
 
 
 def _is_datasets_iterable(dataset: Any) -> bool:
@@ -906,6 +1010,7 @@ __all__ = [
     "CJEPATrainer",
     "CJEPATrainingArguments",
     "CorruptCheckpointError",
+    "DiskFullError",
     "latest_valid_checkpoint",
     "lr_at",
     "momentum_at",
