@@ -4,6 +4,7 @@ every file a resume reads is validated, resume edge cases, a full disk."""
 
 import errno
 import json
+import logging
 import math
 import os
 import shutil
@@ -214,6 +215,43 @@ def test_state_files_of_the_wrong_shape_are_corrupt(stream_run, tmp_path, name, 
     trainer = _trainer(out, _Ordered(_data()), max_steps=6)
     with pytest.raises(CorruptCheckpointError, match=name):
         trainer.train(resume_from_checkpoint=str(folder))
+
+
+# ----------------------------------------------------------------------------- item 13
+
+
+def test_resume_with_another_number_of_dataloader_workers_warns(tmp_path, caplog):
+    out = tmp_path / "run"
+    _trainer(out, _Ordered(_data()), max_steps=3, save_strategy="steps", save_steps=2, dataloader_num_workers=1).train()
+    trainer = _trainer(out, _Ordered(_data()), max_steps=3, dataloader_num_workers=0)
+    with caplog.at_level(logging.WARNING, logger="cjepa_hf.trainer"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    assert "dataloader_num_workers=1" in caplog.text and "this run has 0" in caplog.text
+    assert trainer.state.global_step == 3
+
+
+def test_resuming_a_finished_run_trains_and_writes_nothing(tmp_path, caplog):
+    out = tmp_path / "run"
+    first = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2)
+    first.train()
+    target = {k: v.clone() for k, v in first.model.state_dict().items()}
+    before = sorted(os.listdir(out))
+    snapshot = {name: (out / "checkpoint-4" / name).read_bytes() for name in os.listdir(out / "checkpoint-4")}
+
+    trainer = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2)
+    forwards = []
+    original = trainer.model.forward
+    trainer.model.forward = lambda *a, **k: (forwards.append(1), original(*a, **k))[1]
+    with caplog.at_level(logging.INFO, logger="cjepa_hf.trainer"):
+        result = trainer.train(resume_from_checkpoint="latest")
+    assert "already complete" in caplog.text and "checkpoint-4" in caplog.text
+    assert forwards == []
+    assert sorted(os.listdir(out)) == before
+    assert {name: (out / "checkpoint-4" / name).read_bytes() for name in os.listdir(out / "checkpoint-4")} == snapshot
+    assert result.global_step == trainer.state.global_step == 4
+    assert [h["step"] for h in trainer.state.log_history if "jepa_loss" in h] == [1, 2, 3, 4]
+    for key, value in trainer.model.state_dict().items():  # what save_model would write: the finished model
+        assert torch.equal(value, target[key]), key
 
 
 # ----------------------------------------------------------------------------- item 15

@@ -47,7 +47,7 @@ from safetensors import SafetensorError, safe_open
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .losses import effective_rank, feature_std
 from .modeling_cjepa import CJEPAForPreTraining
@@ -273,7 +273,7 @@ def _check_cjepa_state(path: str) -> None:
     """The trainer's own state: {"nonfinite_steps": int, "skipped_records": int,
     "online_probe_sums": [3 numbers] (with a probe), "data": the stream position (streams):
     {"epoch", "batches", "world_size", "num_workers", "records": world_size lists of
-    num_workers counts}}."""
+    num_workers counts, "dataloader_num_workers" (newer checkpoints)}}."""
     state = _read_json_object(path)
     for key in ("nonfinite_steps", "skipped_records"):
         if key not in state:
@@ -299,6 +299,10 @@ def _check_cjepa_state(path: str) -> None:
     for key, minimum in (("epoch", 0), ("batches", 0), ("world_size", 1), ("num_workers", 1)):
         if not _is_count(data[key], minimum):
             raise CorruptCheckpointError(f"{path}: data.{key} must be an integer >= {minimum}, got {data[key]!r}")
+    if "dataloader_num_workers" in data and not _is_count(data["dataloader_num_workers"]):
+        raise CorruptCheckpointError(
+            f"{path}: data.dataloader_num_workers must be an integer >= 0, got {data['dataloader_num_workers']!r}"
+        )
     world, workers, records = data["world_size"], data["num_workers"], data["records"]
     if not (
         isinstance(records, list) and len(records) == world
@@ -625,6 +629,16 @@ class CJEPATrainer(Trainer):
         positions and, per worker, the records to pass over undecoded. Returns False when
         Trainer's own replay must be used (a checkpoint without the data position, or a
         dataset that cannot seek: not a `cjepa_hf.data` stream)."""
+        saved_loader_workers = (data or {}).get("dataloader_num_workers")
+        if saved_loader_workers is not None and saved_loader_workers != self.args.dataloader_num_workers:
+            # 1 -> 0 keeps one stream worker (_stream_workers), so the check below is silent,
+            # yet the data is no longer read in a worker process.
+            logger.warning(
+                "checkpoint %s was written with dataloader_num_workers=%d, this run has %d: the stream is read by "
+                "other worker processes, so the order of the data and any randomness drawn in DataLoader workers can "
+                "differ from the interrupted run's; resume with dataloader_num_workers=%d for an exact resume",
+                checkpoint, saved_loader_workers, self.args.dataloader_num_workers, saved_loader_workers,
+            )
         if data is None or not hasattr(self.train_dataset, "resume_at"):
             logger.warning(
                 "%s: %s; Trainer replays the stream from its start", checkpoint,
@@ -654,6 +668,34 @@ class CJEPATrainer(Trainer):
         self._epoch = global_step // steps_per_epoch
         self._start_position = (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps
 
+    def _planned_steps(self) -> int | None:
+        """The optimizer steps this run is to reach, as Trainer computes them: max_steps, or
+        ceil(num_train_epochs * update steps per epoch) for a map-style dataset; None when it
+        cannot be known here (a stream without max_steps, which Trainer refuses anyway)."""
+        args = self.args
+        if args.max_steps > 0:
+            return args.max_steps
+        if _is_iterable(self.train_dataset):
+            return None
+        batches, accumulation = len(self.get_train_dataloader()), args.gradient_accumulation_steps
+        per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+        return math.ceil(args.num_train_epochs * per_epoch)
+
+    def _already_complete(self, checkpoint: str, planned: int) -> TrainOutput:
+        """Resuming a run that already took its `planned` steps: train nothing and write nothing
+        (Trainer would take one more step and write checkpoint-{planned + 1}). The model and
+        the trainer state are the checkpoint's, so what the caller saves or exports next is the
+        finished model."""
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        logger.warning(
+            "the run is already complete: %s is at step %d of %d; nothing to train, no checkpoint written",
+            checkpoint, self.state.global_step, planned,
+        )
+        losses = [h["loss"] for h in self.state.log_history if "loss" in h and math.isfinite(h["loss"])]
+        train_loss = sum(losses) / len(losses) if losses else float("nan")  # the logged windows' mean
+        return TrainOutput(self.state.global_step, train_loss, {"train_runtime": 0.0, "train_loss": train_loss})
+
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
             found = latest_valid_checkpoint(self.args.output_dir)
@@ -673,6 +715,9 @@ class CJEPATrainer(Trainer):
             if self.online_probe is not None:
                 self.online_probe.load(resume_from_checkpoint)
                 self._probe_sums.copy_(torch.tensor(saved.get("online_probe_sums", [0.0, 0.0, 0.0])))
+            planned = self._planned_steps()
+            if planned is not None and global_step >= planned:
+                return self._already_complete(resume_from_checkpoint, planned)
             if not _is_iterable(self.train_dataset):
                 self._resume_position(global_step)
             elif self.args.ignore_data_skip:
@@ -867,6 +912,7 @@ class CJEPATrainer(Trainer):
                     "batches": self._epoch_batches,
                     "world_size": self.args.world_size,
                     "num_workers": self._stream_workers(),
+                    "dataloader_num_workers": self.args.dataloader_num_workers,
                     "records": records.reshape(self.args.world_size, -1).tolist(),
                 }
             # Every process's files (rng_state_{rank}.pth) exist before the checkpoint is marked complete.
