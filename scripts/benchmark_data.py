@@ -37,6 +37,7 @@ import torch
 from PIL import Image, ImageDraw, features
 
 from cjepa_hf import CJEPAConfig, data
+from cjepa_hf.masking import MaskCollator
 
 
 def photo_like(rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
@@ -82,11 +83,6 @@ def timed(fn, min_seconds: float, min_repeats: int = 1) -> tuple[float, int]:
 
 def bench_masks(batch_size: int, min_seconds: float) -> dict:
     config = CJEPAConfig()  # 224 px, patch 16, 4 target blocks, paper scales
-    try:
-        from cjepa_hf.masking import MaskCollator
-    except ImportError as error:  # the masking module is built separately
-        print(f"cjepa_hf.masking unavailable ({error}); skipping mask figures", file=sys.stderr)
-        return {}
     collator = MaskCollator(config)
     position = iter(range(10**9))
     per_batch, calls = timed(lambda: collator.masks_for(next(position), batch_size), min_seconds)

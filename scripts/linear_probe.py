@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import HfArgumentParser
 
+from cjepa_hf.data import auto_pad_to
 from cjepa_hf.evaluation import (
     DEFAULT_WEIGHT_DECAYS,
     ClassificationTransform,
-    default_pad_to,
     evaluate_features,
     extract_features,
     label_names,
@@ -130,7 +130,7 @@ def run(args: ProbeArguments) -> dict:
         else:
             image_size = args.image_size or 32
             patch_size = image_size  # no patch grid: Fashion-MNIST is padded whenever image_size >= 28
-            pad_to = default_pad_to(args.dataset_name, image_size, patch_size) if not args.train_dir else None
+            pad_to = auto_pad_to(args.dataset_name, image_size, patch_size) if not args.train_dir else None
             transform = ClassificationTransform(image_size, train=False, pad_to=pad_to)
         train_x, train_y = raw_pixel_features(train, transform=transform, batch_size=args.batch_size, **columns)
         test_x, test_y = raw_pixel_features(test, transform=transform, batch_size=args.batch_size, **columns)

@@ -30,6 +30,7 @@ from PIL import Image
 
 import datasets
 from cjepa_hf import data
+from cjepa_hf.masking import MaskCollator
 
 IMAGE_SIZE = 32
 PATCH = 8
@@ -331,7 +332,7 @@ def test_parquet_stream_through_two_workers_sees_every_example_once_and_reshuffl
     assert all(torch.equal(a, b) for a, b in zip(pixels, pixels_again))
 
     # Persistent workers see set_epoch too (the epoch lives in shared memory).
-    loader = data.pretrain_dataloader(stream, batch_size=8, num_workers=2, persistent_workers=True, drop_last=False)
+    loader = torch.utils.data.DataLoader(stream, batch_size=8, num_workers=2, persistent_workers=True)
     orders = []
     for epoch in (0, 1):
         stream.set_epoch(epoch)
@@ -359,7 +360,7 @@ def _run_rank(parquet_dir: str, rank: int, world_size: int, out_path: str) -> No
         parquet_dir, image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=16, seed=0, rank=rank,
         world_size=world_size,
     )
-    loader = data.pretrain_dataloader(stream, batch_size=5, num_workers=2, drop_last=False)
+    loader = torch.utils.data.DataLoader(stream, batch_size=5, num_workers=2)
     out = {}
     for epoch in range(2):
         stream.set_epoch(epoch)
@@ -441,7 +442,7 @@ def test_hub_source_goes_to_load_dataset_streaming(monkeypatch, parquet_dir):
         calls.append((path, kwargs))
         return real_load("parquet", data_dir=parquet_dir, split="train", streaming=True)
 
-    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     stream = data.build_pretrain_dataset(
         data.DEFAULT_HUB_DATASET, image_size=IMAGE_SIZE, patch_size=PATCH, token="hf_dummy", shuffle_buffer=4
     )
@@ -580,14 +581,11 @@ def test_fashion_mnist_pads_28_to_32_for_evaluation_and_streams_for_training():
 
 
 def test_stream_feeds_the_mask_collator_and_the_skip_count_survives_collation(bad_records_dir, tiny_config):
-    masking = pytest.importorskip("cjepa_hf.masking")
     root, kinds = bad_records_dir
     stream = data.build_pretrain_dataset(
         root, image_size=tiny_config.image_size, patch_size=tiny_config.patch_size, shuffle_buffer=4
     )
-    loader = data.pretrain_dataloader(
-        stream, masking.MaskCollator(tiny_config), batch_size=2, num_workers=2, drop_last=False
-    )
+    loader = torch.utils.data.DataLoader(stream, batch_size=2, collate_fn=MaskCollator(tiny_config), num_workers=2)
     batches = list(loader)
     assert sum(int(b["num_skipped"]) for b in batches) == NUM_BAD  # the 2x2 image is below patch 4 too
     assert sorted(int(label) for b in batches for label in b["labels"]) == _good_ids(kinds)
@@ -621,7 +619,6 @@ def test_resume_at_continues_an_epoch_without_repeats_or_losses(bad_records_dir,
     """Records per worker counted as CJEPATrainer counts them (batch size + num_skipped,
     to the batch's data_worker); a fresh stream resumed there delivers exactly the rest of
     the epoch, and with one reader the very same examples, crops included."""
-    masking = pytest.importorskip("cjepa_hf.masking")
     root, kinds = bad_records_dir
 
     def stream():
@@ -631,8 +628,8 @@ def test_resume_at_continues_an_epoch_without_repeats_or_losses(bad_records_dir,
         return s
 
     def loader(s):
-        return data.pretrain_dataloader(s, masking.MaskCollator(tiny_config), batch_size=2,
-                                        num_workers=num_workers, drop_last=False)
+        return torch.utils.data.DataLoader(s, batch_size=2, collate_fn=MaskCollator(tiny_config),
+                                           num_workers=num_workers)
 
     full = list(loader(stream()))
     assert sum(int(b["num_skipped"]) for b in full) == NUM_BAD
@@ -780,3 +777,25 @@ def test_fashion_mnist_location_comes_from_the_environment(tmp_path, monkeypatch
         data.load_fashion_mnist("train")  # only the test files were copied: the variable is really used
     monkeypatch.delenv("CJEPA_FASHION_MNIST_DIR")
     assert data.fashion_mnist_root() == "/usr/share/datasets/fashion-mnist"
+
+
+def test_one_fashion_mnist_test_and_one_padding_rule(tmp_path):
+    """`is_fashion_mnist` is the one test, for pretraining sources and evaluation dataset
+    names; `auto_pad_to` the one padding rule built on it (28 -> image_size when that adds at
+    most one patch a side)."""
+    for name in ("fashion_mnist", "fashion-mnist", "Fashion_MNIST", data.FASHION_MNIST_HUB_ID):
+        assert data.is_fashion_mnist(name) and data.fashion_mnist_dir(name) == data.fashion_mnist_root()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    assert data.is_fashion_mnist(str(tmp_path)) and data.fashion_mnist_dir(str(tmp_path)) == str(tmp_path)
+    for other in (None, "mnist", "ILSVRC/imagenet-1k", str(tmp_path / "missing")):
+        assert not data.is_fashion_mnist(other) and data.auto_pad_to(other, 32, 4) is None
+    assert data.auto_pad_to("fashion_mnist", 32, 4) == 32 and data.auto_pad_to(str(tmp_path), 36, 4) == 36
+    assert data.auto_pad_to("fashion_mnist", 64, 4) is None and data.auto_pad_to("fashion_mnist", 24, 4) is None
+    assert data.crop_pct_for_padding(32, 32, 0.875) == 1.0 and data.crop_pct_for_padding(32, None, 0.875) == 0.875
+
+
+def test_normalisation_constants_match_the_model_image_processor(tiny_config):
+    from cjepa_hf import build_image_processor
+
+    processor = build_image_processor(tiny_config)
+    assert tuple(processor.image_mean) == data.IMAGENET_MEAN and tuple(processor.image_std) == data.IMAGENET_STD
