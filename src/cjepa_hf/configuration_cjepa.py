@@ -17,6 +17,10 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+# The normalisation of every image (I-JEPA's and C-JEPA's training used ImageNet's statistics);
+# defined here, in the module every saved model folder carries, and imported everywhere else.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 JEPA_LOSSES = ("l2", "smooth_l1")
 VICREG_SOURCES = ("predictor", "context")
 ENCODER_VICREG_FEATURES = ("pooled", "tokens", "both")
@@ -448,4 +452,4 @@ def parse_config_overrides(text: str | dict | None) -> dict[str, Any]:
     return overrides
 
 
-__all__ = ["CJEPAConfig", "MaskingSpec", "block_size", "config_field_names", "parse_config_overrides", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]
+__all__ = ["CJEPAConfig", "IMAGENET_MEAN", "IMAGENET_STD", "MaskingSpec", "block_size", "config_field_names", "parse_config_overrides", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]

@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
-from .configuration_cjepa import CJEPAConfig
+from .configuration_cjepa import IMAGENET_MEAN, IMAGENET_STD, CJEPAConfig
 from .losses import at_least_fp32, gather_with_grad, jepa_loss, variance_covariance_loss, vicreg_block_loss, vicreg_context_loss
 
 # The files a saved folder needs for `trust_remote_code=True` loading, and the Auto map.
@@ -39,8 +39,6 @@ AUTO_MAP = {
     "AutoModelForImageClassification": "modeling_cjepa.CJEPAForImageClassification",
     "AutoModelForPreTraining": "modeling_cjepa.CJEPAForPreTraining",
 }
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # ============================================================================ position embeddings

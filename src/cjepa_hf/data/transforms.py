@@ -19,10 +19,9 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from ..configuration_cjepa import IMAGENET_MEAN, IMAGENET_STD
 from .fashion_mnist import is_fashion_mnist
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FASHION_MNIST_SIZE = 28
 
 _RESAMPLING = {
