@@ -197,6 +197,7 @@ def _edit(path, change):
         ("cjepa_state.json", lambda d: {**d, "data": {**d["data"], "records": [[8, 1]]}},
          r"data.records must be 1 list\(s\) of 1 integer"),
         ("cjepa_state.json", lambda d: {**d, "online_probe_sums": [1.0]}, "online_probe_sums must be 3 numbers"),
+        ("cjepa_state.json", lambda d: {**d, "dataloader_num_workers": -1}, "dataloader_num_workers must be an integer >= 0"),
         ("trainer_state.json", lambda d: [d], "trainer_state.json must hold a JSON object, got list"),
         ("trainer_state.json", lambda d: {k: v for k, v in d.items() if k != "global_step"}, "lacks global_step"),
         ("trainer_state.json", lambda d: {**d, "log_history": {}}, "log_history must be a list"),

@@ -271,15 +271,19 @@ def _check_trainer_state(path: str) -> None:
 
 def _check_cjepa_state(path: str) -> None:
     """The trainer's own state: {"nonfinite_steps": int, "skipped_records": int,
-    "online_probe_sums": [3 numbers] (with a probe), "data": the stream position (streams):
-    {"epoch", "batches", "world_size", "num_workers", "records": world_size lists of
-    num_workers counts, "dataloader_num_workers" (newer checkpoints)}}."""
+    "dataloader_num_workers": int (newer checkpoints), "online_probe_sums": [3 numbers] (with a
+    probe), "data": the stream position (streams): {"epoch", "batches", "world_size",
+    "num_workers", "records": world_size lists of num_workers counts}}."""
     state = _read_json_object(path)
     for key in ("nonfinite_steps", "skipped_records"):
         if key not in state:
             raise CorruptCheckpointError(f"{path} lacks {key}")
         if not _is_count(state[key]):
             raise CorruptCheckpointError(f"{path}: {key} must be an integer >= 0, got {state[key]!r}")
+    if "dataloader_num_workers" in state and not _is_count(state["dataloader_num_workers"]):
+        raise CorruptCheckpointError(
+            f"{path}: dataloader_num_workers must be an integer >= 0, got {state['dataloader_num_workers']!r}"
+        )
     sums = state.get("online_probe_sums")
     if sums is not None and not (
         isinstance(sums, list) and len(sums) == 3
@@ -299,10 +303,6 @@ def _check_cjepa_state(path: str) -> None:
     for key, minimum in (("epoch", 0), ("batches", 0), ("world_size", 1), ("num_workers", 1)):
         if not _is_count(data[key], minimum):
             raise CorruptCheckpointError(f"{path}: data.{key} must be an integer >= {minimum}, got {data[key]!r}")
-    if "dataloader_num_workers" in data and not _is_count(data["dataloader_num_workers"]):
-        raise CorruptCheckpointError(
-            f"{path}: data.dataloader_num_workers must be an integer >= 0, got {data['dataloader_num_workers']!r}"
-        )
     world, workers, records = data["world_size"], data["num_workers"], data["records"]
     if not (
         isinstance(records, list) and len(records) == world
@@ -624,20 +624,20 @@ class CJEPATrainer(Trainer):
         records.index_add_(0, worker.reshape(1).to(records.device).clamp_(0, records.numel() - 1), count)
         self._epoch_batches += 1
 
-    def _resume_stream(self, checkpoint: str, data: dict | None) -> bool:
+    def _resume_stream(self, checkpoint: str, data: dict | None, loader_workers: int | None = None) -> bool:
         """Position an iterable dataset where the checkpoint left it: the data epoch, the mask
         positions and, per worker, the records to pass over undecoded. Returns False when
         Trainer's own replay must be used (a checkpoint without the data position, or a
-        dataset that cannot seek: not a `cjepa_hf.data` stream)."""
-        saved_loader_workers = (data or {}).get("dataloader_num_workers")
-        if saved_loader_workers is not None and saved_loader_workers != self.args.dataloader_num_workers:
+        dataset that cannot seek: not a `cjepa_hf.data` stream). `loader_workers`: the
+        checkpoint's dataloader_num_workers (None in older checkpoints)."""
+        if loader_workers is not None and loader_workers != self.args.dataloader_num_workers:
             # 1 -> 0 keeps one stream worker (_stream_workers), so the check below is silent,
             # yet the data is no longer read in a worker process.
             logger.warning(
                 "checkpoint %s was written with dataloader_num_workers=%d, this run has %d: the stream is read by "
                 "other worker processes, so the order of the data and any randomness drawn in DataLoader workers can "
                 "differ from the interrupted run's; resume with dataloader_num_workers=%d for an exact resume",
-                checkpoint, saved_loader_workers, self.args.dataloader_num_workers, saved_loader_workers,
+                checkpoint, loader_workers, self.args.dataloader_num_workers, loader_workers,
             )
         if data is None or not hasattr(self.train_dataset, "resume_at"):
             logger.warning(
@@ -725,7 +725,9 @@ class CJEPATrainer(Trainer):
             else:
                 # Trainer would replay the stream from epoch 0, decoding every skipped batch,
                 # and restart the next epoch at its beginning: the stream seeks itself instead.
-                skip_replay = self._resume_stream(resume_from_checkpoint, saved.get("data"))
+                skip_replay = self._resume_stream(
+                    resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers")
+                )
         if not skip_replay:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         self.args.ignore_data_skip = True
@@ -912,7 +914,6 @@ class CJEPATrainer(Trainer):
                     "batches": self._epoch_batches,
                     "world_size": self.args.world_size,
                     "num_workers": self._stream_workers(),
-                    "dataloader_num_workers": self.args.dataloader_num_workers,
                     "records": records.reshape(self.args.world_size, -1).tolist(),
                 }
             # Every process's files (rng_state_{rank}.pth) exist before the checkpoint is marked complete.
@@ -921,6 +922,8 @@ class CJEPATrainer(Trainer):
                 state = {
                     "nonfinite_steps": int(self._nonfinite_total.item()),
                     "skipped_records": int(self._skipped_records.item()),
+                    # beside "data", whose layout (stream workers) 0 and 1 workers share
+                    "dataloader_num_workers": self.args.dataloader_num_workers,
                 }
                 if data is not None:
                     state["data"] = data  # the stream's position, for an exact resume
