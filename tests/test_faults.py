@@ -299,3 +299,27 @@ def test_a_full_disk_says_so_and_leaves_no_valid_partial_checkpoint(tmp_path, mo
     with pytest.raises(CorruptCheckpointError):
         validate_checkpoint(str(out / "checkpoint-4"))
     assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")
+
+
+def test_a_killed_save_over_an_earlier_checkpoint_of_that_step_is_not_valid(tmp_path, monkeypatch):
+    """Resumed from checkpoint-2 while an earlier run's complete checkpoint-4 is still there:
+    a save of step 4 killed between two files (new weights, old optimizer state) must not leave
+    that folder looking complete."""
+    out = tmp_path / "run"
+    _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2).train()
+    validate_checkpoint(str(out / "checkpoint-4"))
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith(os.path.join("checkpoint-4", "optimizer.pt")):
+            raise _Killed()
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    trainer = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2)
+    with pytest.raises(_Killed):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    monkeypatch.undo()
+    with pytest.raises(CorruptCheckpointError, match="lacks cjepa_state.json"):
+        validate_checkpoint(str(out / "checkpoint-4"))
+    assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")

@@ -898,6 +898,11 @@ class CJEPATrainer(Trainer):
         run_dir = self._get_output_dir(trial=trial)
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         limit = self.args.save_total_limit
+        marker = os.path.join(folder, "cjepa_state.json")
+        if self.args.should_save and os.path.exists(marker):
+            # A folder of this step from an earlier run (resumed from an older checkpoint):
+            # until the new save completes, its files are a mix, so it must not look complete.
+            os.remove(marker)
         try:
             self.args.save_total_limit = None
             try:
@@ -930,7 +935,7 @@ class CJEPATrainer(Trainer):
                 if self.online_probe is not None:
                     self.online_probe.save(folder)
                     state["online_probe_sums"] = self._probe_sums.tolist()
-                _write_json_atomically(os.path.join(folder, "cjepa_state.json"), state)
+                _write_json_atomically(marker, state)
         except (OSError, RuntimeError, SafetensorError) as error:
             full = _as_disk_full(error, folder)
             if full is None or full is error:
