@@ -24,6 +24,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from transformers import HfArgumentParser, set_seed
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.configuration_cjepa import parse_config_overrides
-from cjepa_hf.data import build_pretrain_dataset
+from cjepa_hf.data import build_pretrain_dataset, is_fashion_mnist
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.modeling_cjepa import build_image_processor
 from cjepa_hf.online_eval import KNNMonitorSet
@@ -200,9 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary["evaluation"] = judgement
             print(f"\nThe encoder judged on {eval_args.final_eval_dataset} (test split):\n\n{judgement_table(judgement)}\n")
         encoder_dir = os.path.join(out, "encoder")
-        model.target_encoder.save_pretrained(encoder_dir)  # what AutoModel users get
-        processor.save_pretrained(encoder_dir)
-        write_card(encoder_dir, config, training_args, data_args, processor, summary.get("evaluation"), wall)
+        export_encoder(out, encoder_dir, data_args, summary.get("evaluation"), wall)
         logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
         if logs:
             plot_training_curves(trainer.state.log_history, os.path.join(out, "training_curves.png"))
@@ -245,35 +244,36 @@ def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: Dat
     )
 
 
-def write_card(folder: str, config: CJEPAConfig, training_args, data_args, processor, evaluation: dict | None, wall: float) -> None:
-    """The model card of the exported encoder, from the run's real settings and, when the run
-    judged itself, its measured k-NN / linear-probe results beside its random start and raw pixels."""
-    from cjepa_hf.hub import render_model_card
+def export_encoder(run_dir: str, encoder_dir: str, data_args: DataArguments, evaluation: dict | None, wall: float) -> None:
+    """The target encoder as a release folder (`cjepa_hf.hub.export_release`, the one export
+    path): weights, remote code, the image processor training used, and the model card with
+    the run's settings and, when the run judged itself, its k-NN / linear-probe results beside
+    its random start and raw pixels."""
+    from cjepa_hf.hub import export_release
     from cjepa_hf.judge import judgement_table
 
-    results = None
+    results, extra = None, None
     if evaluation:
         protocol = evaluation["protocol"]
-        dataset = "zalando-datasets/fashion_mnist" if protocol["dataset"] in ("fashion_mnist", "fashion-mnist") else protocol["dataset"]
+        dataset = "zalando-datasets/fashion_mnist" if is_fashion_mnist(protocol["dataset"]) else protocol["dataset"]
         results = [
             {"task": "image-classification", "dataset": dataset, "dataset_name": protocol["dataset"], "split": protocol["test_split"],
              "metric": "accuracy", "value": evaluation["trained"][key], "protocol": name}
             for key, name in (("linear_top1", "linear probe"), ("knn_top1", "k-NN"))
         ]
-    card = render_model_card(
-        config, model_name=os.path.basename(os.path.normpath(training_args.output_dir)), model_path=folder,
-        training_args=training_args.to_dict(), results=results, datasets=[data_args.dataset], image_processor=processor,
-        compute={"hardware": "GPU" if torch.cuda.is_available() else "CPU", "wall_time_s": round(wall, 1)},
-    )
-    if evaluation:
-        protocol = evaluation["protocol"]
-        card.text += (
-            f"\n## How it compares with its random initialisation and raw pixels\n\nMeasured at the end of this run on "
+        extra = (
+            f"## How it compares with its random initialisation and raw pixels\n\nMeasured at the end of this run on "
             f"{protocol['dataset']} ({protocol['test_samples']} {protocol['test_split']} images; probes trained on "
             f"{protocol['train_samples']} {protocol['train_split']} images; k-NN k={protocol['knn_k']}, "
             f"T={protocol['knn_temperature']}):\n\n{judgement_table(evaluation)}\n"
         )
-    card.save(os.path.join(folder, "README.md"))
+    if os.path.isdir(encoder_dir):
+        shutil.rmtree(encoder_dir)  # this run's previous export (a resumed run exports again)
+    export_release(
+        run_dir, encoder_dir, model_name=os.path.basename(os.path.normpath(run_dir)), results=results,
+        datasets=[data_args.dataset], extra_text=extra,
+        compute={"hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU", "wall_time_s": round(wall, 1)},
+    )
 
 
 if __name__ == "__main__":

@@ -723,6 +723,7 @@ def export_release(
     template_path: str | os.PathLike | None = None,
     image_processor: Any | str | os.PathLike | None = None,
     compute: Mapping[str, Any] | None = None,
+    extra_text: str | None = None,
 ) -> list[str]:
     """From a training checkpoint folder (a saved `CJEPAForPreTraining`: config.json +
     model.safetensors, as Trainer writes it) write a release folder: the target encoder as a
@@ -738,7 +739,8 @@ def export_release(
     checkpoint (see `read_training_records`); `training_args.bin` is never unpickled.
     compute: hardware / wall time (`compute_rows`); the wall time defaults to the
     `train_runtime` of `trainer_state.json`, or `wall_time_s` of the run's
-    `pretrain_summary.json`. The other keywords go to `render_model_card`; the card's
+    `pretrain_summary.json`. extra_text: markdown appended to the card (e.g. the run's own
+    judgement of its encoder). The other keywords go to `render_model_card`; the card's
     snippets load from `model_name` when it is a Hub id, else from `output_dir`."""
     found_args, trainer_state = read_training_records(checkpoint_dir)
     if isinstance(training_args, (str, os.PathLike)):
@@ -788,6 +790,8 @@ def export_release(
         model_path=output_dir,
         compute=compute,
     )
+    if extra_text:
+        card.text = card.text.rstrip("\n") + "\n\n" + extra_text.strip("\n") + "\n"
     return save_release(encoder, output_dir, card, image_processor=image_processor if image_processor is not None else processor)
 
 
