@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""C-JEPA vs I-JEPA on Fashion-MNIST: the paper's 100-epoch ablation (PAPER.md section 5) in miniature.
+"""C-JEPA vs I-JEPA on Fashion-MNIST: C-JEPA's 100-epoch ablation (Mo & Tong, NeurIPS 2024) in miniature.
 
 For each method and seed, pretrain the same small ViT (32 px padded Fashion-MNIST, patch 4:
 an 8x8 patch grid; width 96, depth 4) for the same number of steps on the same data order and

@@ -1,7 +1,7 @@
 """Official I-JEPA checkpoints and transformers IJepaModel -> cjepa-hf, through the script.
 
-The reference is a plain-torch re-computation of the I-JEPA forward pass (PAPER.md
-section 1, facebookresearch/ijepa `vision_transformer.py`) straight from the raw tensors
+The reference is a plain-torch re-computation of the I-JEPA forward pass (I-JEPA,
+Assran et al. CVPR 2023, as facebookresearch/ijepa `vision_transformer.py` computes it) straight from the raw tensors
 of the checkpoint: no cjepa_hf code is involved in it.
 """
 

@@ -25,7 +25,7 @@ JEPA_LOSSES = ("l2", "smooth_l1")
 VICREG_SOURCES = ("predictor", "context")
 ENCODER_VICREG_FEATURES = ("pooled", "tokens", "both")
 
-# Paper sizes (PAPER.md section 1): width, depth, heads, predictor depth, patch size.
+# ViT sizes of I-JEPA (Assran et al., CVPR 2023; predictor depths from its appendix): width, depth, heads, predictor depth, patch size.
 _PRESETS: dict[str, dict[str, Any]] = {
     "vit-t16": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, predictor_num_hidden_layers=6, patch_size=16),
     "vit-s16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, predictor_num_hidden_layers=6, patch_size=16),
@@ -188,15 +188,15 @@ class CJEPAConfig(PreTrainedConfig):
         num_attention_heads, intermediate_size (default 4 * hidden_size), hidden_act,
         layer_norm_eps (1e-6 as I-JEPA), qkv_bias, drop_path_rate, attention_dropout,
         initializer_range.
-    Predictor (a narrow ViT, PAPER.md section 1):
+    Predictor (a narrow ViT, I-JEPA's method section):
         predictor_hidden_size (384), predictor_num_hidden_layers (6),
         predictor_num_attention_heads (default: num_attention_heads),
         predictor_intermediate_size (default 4 * predictor_hidden_size).
-    Multi-block masking (PAPER.md section 2), read by `cjepa_hf.masking.MaskCollator`:
+    Multi-block masking (I-JEPA's method section), read by `cjepa_hf.masking.MaskCollator`:
         num_target_blocks (M=4), target_scale (0.15, 0.2), target_aspect_ratio (0.75, 1.5),
         context_scale (0.85, 1.0), context_aspect_ratio (1.0, 1.0), min_keep (10),
         allow_target_overlap (True).
-    Loss (PAPER.md section 3): L = L_jepa + vicreg_weight * (sim * inv + std * var + cov * cov)
+    Loss (C-JEPA, Mo & Tong, NeurIPS 2024, Algorithm 1): L = L_jepa + vicreg_weight * (sim * inv + std * var + cov * cov)
         jepa_loss ("l2" | "smooth_l1"), smooth_l1_beta, vicreg_weight (0.001),
         vicreg_sim_coeff (25), vicreg_std_coeff (25), vicreg_cov_coeff (1), vicreg_eps (1e-4),
         vicreg_source ("predictor": per-block means of the predictor outputs, as in the

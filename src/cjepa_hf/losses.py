@@ -1,4 +1,4 @@
-"""The C-JEPA objective as pure functions (PAPER.md section 3), plus collapse monitors.
+"""The C-JEPA objective as pure functions (Mo & Tong, NeurIPS 2024: the method section and Algorithm 1), plus collapse monitors.
 
 Shapes use B = batch, M = target blocks, K = patches per block, D = feature size.
 
