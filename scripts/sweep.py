@@ -4,6 +4,7 @@
     python scripts/sweep.py recipes/sweeps/fmnist-proxy.json --parallel 2
     python scripts/sweep.py SPEC.json --parallel 2 --code_dir ../study-worktree --commit   # a fixed commit runs it
     python scripts/sweep.py SPEC.json --summarize_only                                     # tables from the records
+    python scripts/sweep.py SPEC.json --set max_steps=2000                                 # change a common flag
 
 A spec (JSON) names a base recipe, flags common to every run, one override set per run
 name, the seeds and the selection metric:
@@ -328,10 +329,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default=None, help="summary, table and plot (default docs/results)")
     parser.add_argument("--commit", action="store_true", help="git-commit each record as soon as it is written")
     parser.add_argument("--summarize_only", action="store_true")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a value of the spec's common flags (repeatable; the value is read as JSON when it parses), "
+        "e.g. --set max_steps=2000: the records say so",
+    )
     parser.add_argument("--poll_seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     spec = load_spec(args.spec)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            spec["common"][key] = json.loads(value)
+        except ValueError:
+            spec["common"][key] = value
     if args.parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
     args.code_dir = os.path.abspath(args.code_dir)
