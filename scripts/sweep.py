@@ -16,6 +16,7 @@ name, the seeds and the selection metric:
      "seeds": [0, 1, 2], "metric": "eval_knn_top1"}
 
 Each run is `scripts/pretrain.py RECIPE --flag value ... --seed S --output_dir WORK/NAME-seedS`
+(the run's flags over the common ones; `config_overrides` of both merged key by key)
 in its own process with one thread (OMP_NUM_THREADS=1), so `--parallel 2` fills two cores.
 As soon as a run ends its record is written to RECORDS/NAME-seedS.json (and committed with
 `--commit`); a sweep started again skips the runs that have a record and resumes an
@@ -93,7 +94,14 @@ def flags(values: dict[str, Any]) -> list[str]:
 
 def run_command(spec: dict, name: str, seed: int, code_dir: str, work_dir: str, python: str) -> list[str]:
     recipe = spec["recipe"] if os.path.isabs(spec["recipe"]) else os.path.join(code_dir, spec["recipe"])
-    values = {**spec["common"], **spec["runs"][name], "seed": seed, "output_dir": os.path.join(work_dir, f"{name}-seed{seed}")}
+    common, own = spec["common"], spec["runs"][name]
+    values = {**common, **own, "seed": seed, "output_dir": os.path.join(work_dir, f"{name}-seed{seed}")}
+    if "config_overrides" in common and "config_overrides" in own:  # merged key by key, the run's win
+        from cjepa_hf.configuration_cjepa import parse_config_overrides
+
+        values["config_overrides"] = {
+            **parse_config_overrides(common["config_overrides"]), **parse_config_overrides(own["config_overrides"])
+        }
     return [python, os.path.join(code_dir, "scripts", "pretrain.py"), recipe, *flags(values)]
 
 

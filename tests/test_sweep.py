@@ -28,7 +28,7 @@ def _spec(tmp_path, **extra):
     }
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     spec = {
-        "name": "tiny", "recipe": str(tmp_path / "recipe.json"), "common": {"learning_rate": 1e-3},
+        "name": "tiny", "recipe": str(tmp_path / "recipe.json"), "common": {"learning_rate": 1e-3, "config_overrides": "vicreg_std_coeff=20"},
         "runs": {"cjepa": {"config_overrides": "vicreg_weight=0.05"},
                  "ijepa_ema99": {"config_overrides": {"vicreg_weight": 0}, "ema_momentum": 0.99}},
         "seeds": [0], **extra,
@@ -59,6 +59,7 @@ def test_sweep_runs_records_resumes_and_summarises(tmp_path):
     args = json.loads((tmp_path / "work" / "ijepa_ema99-seed0" / "training_args.json").read_text())
     config = json.loads((tmp_path / "work" / "ijepa_ema99-seed0" / "config.json").read_text())
     assert args["ema_momentum"] == 0.99 and config["vicreg_weight"] == 0 and config["hidden_size"] == 32
+    assert config["vicreg_std_coeff"] == 20  # the common config_overrides merged with the run's
     summary = json.loads((tmp_path / "results" / "tiny_summary.json").read_text())["summary"]
     assert summary["cjepa"]["eval_knn_top1"]["values"] == [records["cjepa-seed0.json"]["value"]]
     assert (tmp_path / "results" / "tiny_online_knn.png").read_bytes()[:4] == b"\x89PNG"
