@@ -5,6 +5,7 @@
     python scripts/sweep.py SPEC.json --parallel 2 --code_dir ../study-worktree --commit   # a fixed commit runs it
     python scripts/sweep.py SPEC.json --summarize_only                                     # tables from the records
     python scripts/sweep.py SPEC.json --set max_steps=2000                                 # change a common flag
+    python scripts/sweep.py SPEC.json --calibrate_seconds 120                              # max_steps from a timed run
 
 A spec (JSON) names a base recipe, flags common to every run, one override set per run
 name, the seeds and the selection metric:
@@ -17,7 +18,7 @@ name, the seeds and the selection metric:
 
 Each run is `scripts/pretrain.py RECIPE --flag value ... --seed S --output_dir WORK/NAME-seedS`
 (the run's flags over the common ones; `config_overrides` of both merged key by key)
-in its own process with one thread (OMP_NUM_THREADS=1), so `--parallel 2` fills two cores.
+in its own process with `--threads_per_run` threads (default 1), so `--parallel 2` fills two cores.
 As soon as a run ends its record is written to RECORDS/NAME-seedS.json (and committed with
 `--commit`); a sweep started again skips the runs that have a record and resumes an
 interrupted run from its latest valid checkpoint. The selection metric is the k-NN
@@ -58,7 +59,7 @@ def load_spec(path: str) -> dict[str, Any]:
         raise FileNotFoundError(f"sweep spec {path!r} does not exist")
     with open(path) as f:
         spec = json.load(f)
-    allowed = {"name", "recipe", "common", "runs", "seeds", "metric", "description"}
+    allowed = {"name", "recipe", "common", "runs", "seeds", "metric", "description", "calibration"}
     unknown = set(spec) - allowed
     if unknown:
         raise ValueError(f"sweep spec {path!r}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -154,7 +155,8 @@ def run_sweep(spec: dict, args: argparse.Namespace) -> None:
     ]
     logger.info("%s: %d runs to do (%d with records), %d at a time, code %s at %s", spec["name"], len(todo),
                 len(spec["runs"]) * len(spec["seeds"]) - len(todo), args.parallel, args.code_dir, code_commit)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": os.path.join(args.code_dir, "src"),
+    threads = str(args.threads_per_run)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONPATH": os.path.join(args.code_dir, "src"),
            "TOKENIZERS_PARALLELISM": "false"}
     running: dict[subprocess.Popen, tuple] = {}
     failures = []
@@ -329,7 +331,8 @@ def report(spec: dict, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="the sweep spec (JSON)")
-    parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads_per_run", type=int, default=1, help="OMP/MKL threads of each run (1: two runs fill two cores)")
     parser.add_argument("--code_dir", default=ROOT, help="the checkout whose scripts/ and src/ run (e.g. a git worktree at a fixed commit)")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--work_dir", default=None, help="run outputs (default outputs/sweeps/NAME)")
@@ -337,6 +340,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default=None, help="summary, table and plot (default docs/results)")
     parser.add_argument("--commit", action="store_true", help="git-commit each record as soon as it is written")
     parser.add_argument("--summarize_only", action="store_true")
+    parser.add_argument(
+        "--calibrate_seconds", type=float, default=None,
+        help="set max_steps so that each run trains for about this many seconds, from a short timed run of the "
+        "first run's settings (the same steps for every run; recorded in the summary)",
+    )
+    parser.add_argument("--calibration_steps", type=int, default=40, help="steps of the timed calibration run")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a value of the spec's common flags (repeatable; the value is read as JSON when it parses), "
@@ -360,9 +369,35 @@ def main(argv: list[str] | None = None) -> dict:
     args.work_dir = os.path.abspath(args.work_dir or os.path.join(ROOT, "outputs", "sweeps", spec["name"]))
     args.records = os.path.abspath(args.records or os.path.join(ROOT, "docs", "results", "sweeps", spec["name"]))
     args.output_dir = os.path.abspath(args.output_dir or os.path.join(ROOT, "docs", "results"))
+    if args.calibrate_seconds is not None and not args.summarize_only:
+        spec["common"]["max_steps"] = calibrate(spec, args)
     if not args.summarize_only:
         run_sweep(spec, args)
     return report(spec, args)
+
+
+def calibrate(spec: dict, args: argparse.Namespace) -> int:
+    """max_steps that fill `--calibrate_seconds` of training per run, from a timed run of the
+    first run's settings (its start-up is counted, so the estimate errs short)."""
+    if not args.calibrate_seconds > 0:
+        raise ValueError(f"--calibrate_seconds must be > 0, got {args.calibrate_seconds}")
+    name = next(iter(spec["runs"]))
+    probe = {**spec, "common": {**spec["common"], "max_steps": args.calibration_steps, "eval_strategy": "no",
+                                "eval_on_start": False, "final_eval_dataset": "", "save_strategy": "no"}}
+    command = run_command(probe, name, 0, args.code_dir, os.path.join(args.work_dir, "_calibration"), args.python)
+    threads = str(args.threads_per_run)
+    env = {**os.environ, "PYTHONPATH": os.path.join(args.code_dir, "src"), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=args.code_dir)
+    if proc.returncode != 0:
+        raise RuntimeError(f"calibration run failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    with open(os.path.join(args.work_dir, "_calibration", f"{name}-seed0", "pretrain_summary.json")) as f:
+        summary = json.load(f)
+    per_second = summary["global_step"] / summary["train_runtime"]
+    steps = max(1, int(args.calibrate_seconds * per_second))
+    spec["calibration"] = {"run": name, "steps": summary["global_step"], "train_runtime_s": summary["train_runtime"],
+                           "steps_per_second": per_second, "seconds_per_run": args.calibrate_seconds, "max_steps": steps}
+    logger.info("calibration: %.2f steps/s -> max_steps %d for %.0f s per run", per_second, steps, args.calibrate_seconds)
+    return steps
 
 
 if __name__ == "__main__":
