@@ -1,0 +1,44 @@
+"""C-JEPA pretraining on transformers' Trainer: arguments, schedules, the optimizer builder, checkpoints, shared state, data hooks, the trainer.
+
+Modules: `arguments` (CJEPATrainingArguments), `schedules` (lr_at, weight_decay_at,
+momentum_at), `optim` (param_groups, build_adamw), `compile` (one compile for changing mask
+sizes), `checkpoints` (validation, atomic writes, rotation, full disks), `state` (StepState,
+DataPosition), `data_hooks` (the data's epoch and seek protocols), `callback` (CJEPACallback),
+`trainer` (CJEPATrainer).
+"""
+
+from .arguments import CJEPATrainingArguments
+from .callback import CJEPACallback
+from .checkpoints import CorruptCheckpointError, DiskFullError, latest_valid_checkpoint, validate_checkpoint
+from .compile import compile_model, mark_dynamic_masks, trim_context
+from .data_hooks import EpochAwareCollator, EpochAwareDataset, SeekableStream
+from .optim import ADAMW_IMPLEMENTATIONS, build_adamw, param_groups
+from .schedules import WEIGHT_DECAY_SCHEDULES, lr_at, momentum_at, weight_decay_at
+from .state import BufferSnapshot, DataPosition, StepState
+from .trainer import CJEPATrainer
+
+__all__ = [
+    "ADAMW_IMPLEMENTATIONS",
+    "WEIGHT_DECAY_SCHEDULES",
+    "BufferSnapshot",
+    "CJEPACallback",
+    "CJEPATrainer",
+    "CJEPATrainingArguments",
+    "CorruptCheckpointError",
+    "DataPosition",
+    "DiskFullError",
+    "EpochAwareCollator",
+    "EpochAwareDataset",
+    "SeekableStream",
+    "StepState",
+    "build_adamw",
+    "compile_model",
+    "latest_valid_checkpoint",
+    "lr_at",
+    "mark_dynamic_masks",
+    "momentum_at",
+    "param_groups",
+    "trim_context",
+    "validate_checkpoint",
+    "weight_decay_at",
+]

@@ -1,0 +1,51 @@
+"""The epoch and resume hooks the trainer calls on its data, as typed protocols (`isinstance` checks, no hasattr chains).
+
+- `EpochAwareDataset`: a stream whose order depends on the epoch (`set_epoch(epoch)`; the
+  `cjepa_hf.data` streams, `datasets.IterableDataset`);
+- `EpochAwareCollator`: a collator whose masks depend on (epoch, batch position)
+  (`set_epoch(epoch, start_position)`; `cjepa_hf.masking.MaskCollator`);
+- `SeekableStream`: a stream that can restart mid-epoch (`resume_at(epoch, records)`, records
+  consumed per DataLoader worker; the `cjepa_hf.data` streams).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from datasets import IterableDataset as HFIterableDataset
+from torch.utils.data import IterableDataset
+
+
+@runtime_checkable
+class EpochAwareDataset(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@runtime_checkable
+class EpochAwareCollator(Protocol):
+    def set_epoch(self, epoch: int, start_position: int = 0) -> None: ...
+
+
+@runtime_checkable
+class SeekableStream(Protocol):
+    def resume_at(self, epoch: int, records: Sequence[int]) -> None: ...
+
+
+def is_stream(dataset: Any) -> bool:
+    """An iterable (streaming) dataset: torch's or the datasets library's."""
+    return isinstance(dataset, (IterableDataset, HFIterableDataset))
+
+
+def start_epoch(dataset: Any, collator: Any, epoch: int, start_position: int, records: list[int] | None) -> None:
+    """Tell the data which epoch starts: the collator its (epoch, start position); a stream its
+    epoch, or where to seek to (`records`, a pending resume) when it can."""
+    if isinstance(collator, EpochAwareCollator):
+        collator.set_epoch(epoch, start_position=start_position)
+    if records is not None and isinstance(dataset, SeekableStream):
+        dataset.resume_at(epoch, records)
+    elif is_stream(dataset) and isinstance(dataset, EpochAwareDataset):
+        dataset.set_epoch(epoch)
+
+
+__all__ = ["EpochAwareCollator", "EpochAwareDataset", "SeekableStream", "is_stream", "start_epoch"]

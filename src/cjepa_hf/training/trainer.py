@@ -1,0 +1,544 @@
+"""`CJEPATrainer`: transformers' Trainer with the C-JEPA objective, EMA target encoder, schedules, non-finite guard and exact resume.
+
+The recipe is C-JEPA's (Mo & Tong, NeurIPS 2024) on I-JEPA's (Assran et al., CVPR 2023, appendix):
+AdamW on `param_groups` (`cjepa_hf.training.optim`, the one builder), learning rate, weight decay
+and EMA momentum from `cjepa_hf.training.schedules`, applied per optimizer step by
+`CJEPACallback`. The callback and the trainer share one `StepState`; where the data stands is a
+`DataPosition`; the data's epoch and seek hooks are the protocols of `data_hooks`.
+
+Online evaluation (`cjepa_hf.online_eval`): when the training data carries labels, a linear
+probe trains on the detached target features at every step (`online_linear_top1` in the logs);
+with an `eval_dataset` (a `KNNMonitorSet`) and `eval_strategy="steps"`, `evaluate` logs
+`eval_knn_top1` and `eval_linear_top1` every `eval_steps`.
+
+A non-finite loss skips the update, the EMA step and the BatchNorm statistics of its batch
+without a host sync; it is counted (`nonfinite_steps`) and its window logs `loss` NaN;
+`max_consecutive_nonfinite` of them in a row stop training with an error.
+
+`torch_compile=True` compiles the model in place and marks each batch's mask sizes dynamic
+(`cjepa_hf.training.compile`): one compile for all mask sizes.
+
+Checkpoints (`cjepa_hf.training.checkpoints`): `cjepa_state.json` is written last and marks a
+checkpoint complete; rotation runs after it; resumes are validated first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import torch
+from accelerate.utils import TorchDynamoPlugin
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
+
+from ..evaluation import encode, knn_accuracy
+from ..losses import effective_rank, feature_std
+from ..modeling_cjepa import CJEPAForPreTraining
+from ..online_eval import KNNMonitorSet, OnlineLinearProbe, infer_num_labels
+from .arguments import CJEPATrainingArguments
+from .callback import CJEPACallback
+from .checkpoints import (
+    STATE_FILE,
+    CorruptCheckpointError,
+    disk_full_reported,
+    latest_valid_checkpoint,
+    rotate_checkpoints,
+    validate_checkpoint,
+    write_json_atomically,
+)
+from .compile import compile_model, mark_dynamic_masks
+from .data_hooks import SeekableStream, is_stream, start_epoch
+from .optim import build_adamw, param_groups
+from .schedules import lr_at
+from .state import DataPosition, StepState
+
+logger = logging.getLogger(__name__)
+
+_LOGGED_TERMS = (
+    "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
+    "encoder_vicreg_loss", "encoder_variance", "encoder_covariance",
+)
+_COLLAPSE_KEYS = ("target_feature_std", "target_effective_rank", "target_effective_rank_centered")
+
+
+class CJEPATrainer(Trainer):
+    """Trainer for `CJEPAForPreTraining` on batches from `cjepa_hf.masking.MaskCollator`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, CJEPAForPreTraining):
+            raise TypeError(f"CJEPATrainer trains CJEPAForPreTraining, got {type(self.model).__name__}")
+        if not isinstance(self.args, CJEPATrainingArguments):
+            raise TypeError(f"CJEPATrainer needs CJEPATrainingArguments, got {type(self.args).__name__}")
+        device = self.args.device
+        self.step_state = StepState.on(device)
+        self.data_position = DataPosition(self._stream_workers(), device)
+        # Log window: sums of the loss terms over the window's micro-batches, the last target features.
+        self._metric_sums: dict[str, torch.Tensor] = {}
+        self._metric_count = 0
+        self._last_target_features: torch.Tensor | None = None
+        self.online_probe = self._build_online_probe()
+        self._probe_sums = torch.zeros(3, device=device)  # loss sum, correct, seen: since the last log
+        if self.args.torch_compile:
+            compile_model(model, backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
+        self.add_callback(CJEPACallback(self, self.step_state))
+
+    def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
+        """Accelerate must not compile the model (its wrapper compile recompiles as mask sizes
+        change): with torch_compile the trainer compiles it in place, masks marked dynamic."""
+        args = super()._build_accelerator_args(**kwargs)
+        args["dynamo_plugin"] = TorchDynamoPlugin(backend="no")
+        return args
+
+    def _build_online_probe(self) -> OnlineLinearProbe | None:
+        """The online probe, when asked for and the data has labels (or the classes are given)."""
+        args = self.args
+        if not args.online_probe:
+            return None
+        num_labels = args.online_probe_num_labels or infer_num_labels(self.train_dataset)
+        if num_labels is None:
+            if getattr(self.train_dataset, "label_column", None) is not None:
+                raise ValueError(
+                    f"the training data has a label column ({self.train_dataset.label_column!r}) but its feature does "
+                    "not give the number of classes: set --online_probe_num_labels, or --online_probe false"
+                )
+            return None  # no labels: nothing to probe
+        hidden = self.accelerator.unwrap_model(self.model).config.hidden_size
+        with torch.random.fork_rng(devices=[]):  # the probe's init must not shift the run's RNG
+            torch.manual_seed(args.seed)
+            probe = OnlineLinearProbe(hidden, num_labels, lr=args.online_probe_lr).to(args.device)
+        probe.build_optimizer()
+        return probe
+
+    # ---------------------------------------------------------------- optimizer and schedule
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW on `param_groups`; optim adamw_torch_fused: the fused kernel (foreach where the
+        device has none), adamw_torch: the foreach kernels."""
+        if self.optimizer is None:
+            args = self.args
+            model = self.accelerator.unwrap_model(model if model is not None else self.model)
+            kernel = "fused" if str(getattr(args.optim, "value", args.optim)) == "adamw_torch_fused" else "foreach"
+            self.optimizer, _ = build_adamw(
+                param_groups(model, args.weight_decay), kernel,
+                lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None:
+            args = self.args
+            warmup = args.get_warmup_steps(num_training_steps)
+            peak = args.learning_rate
+
+            def factor(step: int) -> float:
+                return lr_at(step, num_training_steps, warmup, args.warmup_start_lr, peak, args.final_lr) / peak
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+        return self.lr_scheduler
+
+    # ---------------------------------------------------------------- data
+    def get_train_dataloader(self) -> DataLoader:
+        """Iterable (streaming) datasets come already split per process by `cjepa_hf.data`
+        (`split_dataset_by_node`); they get a plain DataLoader so that Accelerate neither
+        re-shards them nor makes rank 0 decode for everybody. Map-style datasets go
+        through Trainer's own sampler and Accelerate."""
+        dataset = self.train_dataset
+        if not is_stream(dataset):
+            return super().get_train_dataloader()
+        args = self.args
+        return DataLoader(
+            dataset,
+            batch_size=args.per_device_train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers,
+            pin_memory=args.dataloader_pin_memory and torch.cuda.is_available(),
+            drop_last=True,  # equal batches on every process: the VICReg all-gather needs them
+            prefetch_factor=args.dataloader_prefetch_factor if args.dataloader_num_workers > 0 else None,
+            persistent_workers=False,  # workers must see the collator's epoch each epoch
+        )
+
+    def _stream_workers(self) -> int:
+        return max(self.args.dataloader_num_workers, 1)
+
+    def begin_epoch(self) -> None:
+        """Tell the dataset and the mask collator which epoch starts (before workers are created)."""
+        position = self.data_position
+        start_epoch(self.train_dataset, self.data_collator, position.epoch, position.start_position, position.resume_records)
+        if position.resume_checkpoint is not None:
+            # Trainer restores the RNG state only when it replays the data itself.
+            self._load_rng_state(position.resume_checkpoint)
+        position.begin_epoch()
+
+    def _check_batch_fits(self) -> None:
+        """A finite dataset smaller than one global batch trains nothing (Trainer ends after 0
+        steps, exit status 0): refuse it before any work."""
+        dataset = self.train_dataset
+        try:
+            size = len(dataset)
+        except TypeError:  # a stream without a length
+            return
+        per_device, world = self.args.per_device_train_batch_size, self.args.world_size
+        if size < per_device * world:
+            raise ValueError(
+                f"the training dataset has {size} example(s), fewer than one global batch: per_device_train_batch_size="
+                f"{per_device} x {world} process(es) = {per_device * world}; lower per_device_train_batch_size or "
+                "train on more data"
+            )
+
+    def _resume_stream(self, checkpoint: str, data: dict | None, loader_workers: int | None = None) -> bool:
+        """Position an iterable dataset where the checkpoint left it: the data epoch, the mask
+        positions and, per worker, the records to pass over undecoded. Returns False when
+        Trainer's own replay must be used (a checkpoint without the data position, or a
+        dataset that cannot seek: not a `SeekableStream`). `loader_workers`: the checkpoint's
+        dataloader_num_workers (None in older checkpoints)."""
+        position = self.data_position
+        if loader_workers is not None and loader_workers != self.args.dataloader_num_workers:
+            # 1 -> 0 keeps one stream worker (_stream_workers), so the check below is silent,
+            # yet the data is no longer read in a worker process.
+            logger.warning(
+                "checkpoint %s was written with dataloader_num_workers=%d, this run has %d: the stream is read by "
+                "other worker processes, so the order of the data and any randomness drawn in DataLoader workers can "
+                "differ from the interrupted run's; resume with dataloader_num_workers=%d for an exact resume",
+                checkpoint, loader_workers, self.args.dataloader_num_workers, loader_workers,
+            )
+        if data is None or not isinstance(self.train_dataset, SeekableStream):
+            logger.warning(
+                "%s: %s; Trainer replays the stream from its start", checkpoint,
+                "no data position (an older checkpoint)" if data is None
+                else f"{type(self.train_dataset).__name__} has no resume_at(epoch, records) to seek with",
+            )
+            position.restart()
+            return False
+        rank, world = self.args.process_index, self.args.world_size
+        position.resume_checkpoint = checkpoint
+        if data["world_size"] != world or data["num_workers"] != self._stream_workers():
+            logger.warning(
+                "checkpoint %s was written by %d process(es) with %d stream worker(s) each, this run has %d and %d: "
+                "resuming at the start of data epoch %d (part of that epoch is seen again)",
+                checkpoint, data["world_size"], data["num_workers"], world, self._stream_workers(), int(data["epoch"]),
+            )
+            position.restart(int(data["epoch"]))
+            return True
+        position.restart(int(data["epoch"]), int(data["batches"]), [int(r) for r in data["records"][rank]])
+        return True
+
+    def _resume_position(self, global_step: int) -> None:
+        """Where the data and the masks stand after `global_step` optimizer steps, for map-style
+        datasets: Trainer skips batches in the sampler, so the collator starts at the number of
+        skipped batches. (Iterable datasets: `_resume_stream`.)"""
+        steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
+        self.data_position.restart(
+            global_step // steps_per_epoch, (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps
+        )
+
+    def _planned_steps(self) -> int | None:
+        """The optimizer steps this run is to reach, as Trainer computes them: max_steps, or
+        ceil(num_train_epochs * update steps per epoch) for a map-style dataset; None when it
+        cannot be known here (a stream without max_steps, which Trainer refuses anyway)."""
+        args = self.args
+        if args.max_steps > 0:
+            return args.max_steps
+        if is_stream(self.train_dataset):
+            return None
+        batches, accumulation = len(self.get_train_dataloader()), args.gradient_accumulation_steps
+        per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+        return math.ceil(args.num_train_epochs * per_epoch)
+
+    def _already_complete(self, checkpoint: str, planned: int) -> TrainOutput:
+        """Resuming a run that already took its `planned` steps: train nothing and write nothing
+        (Trainer would take one more step and write checkpoint-{planned + 1}). The model and
+        the trainer state are the checkpoint's, so what the caller saves or exports next is the
+        finished model."""
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+        logger.warning(
+            "the run is already complete: %s is at step %d of %d; nothing to train, no checkpoint written",
+            checkpoint, self.state.global_step, planned,
+        )
+        losses = [h["loss"] for h in self.state.log_history if "loss" in h and math.isfinite(h["loss"])]
+        train_loss = sum(losses) / len(losses) if losses else float("nan")  # the logged windows' mean
+        return TrainOutput(self.state.global_step, train_loss, {"train_runtime": 0.0, "train_loss": train_loss})
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        self._check_batch_fits()
+        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
+            found = latest_valid_checkpoint(self.args.output_dir)
+            if found is None:
+                raise CorruptCheckpointError(f"no valid checkpoint to resume from in {self.args.output_dir!r}")
+            resume_from_checkpoint = found
+        skip_replay = False
+        if resume_from_checkpoint:
+            validate_checkpoint(resume_from_checkpoint)  # also the shapes of the JSON read below
+            with open(os.path.join(resume_from_checkpoint, STATE_FILE)) as f:
+                saved = json.load(f)
+            with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
+                global_step = json.load(f)["global_step"]
+            self.step_state.restore_counts(saved)
+            if self.online_probe is not None:
+                self.online_probe.load(resume_from_checkpoint)
+                self._probe_sums.copy_(torch.tensor(saved.get("online_probe_sums", [0.0, 0.0, 0.0])))
+            planned = self._planned_steps()
+            if planned is not None and global_step >= planned:
+                return self._already_complete(resume_from_checkpoint, planned)
+            if not is_stream(self.train_dataset):
+                self._resume_position(global_step)
+            elif self.args.ignore_data_skip:
+                self.data_position.restart()  # the user asked for no data skip
+            else:
+                # Trainer would replay the stream from epoch 0, decoding every skipped batch,
+                # and restart the next epoch at its beginning: the stream seeks itself instead.
+                skip_replay = self._resume_stream(
+                    resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers")
+                )
+        if not skip_replay:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        self.args.ignore_data_skip = True
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self.args.ignore_data_skip = False
+
+    # ---------------------------------------------------------------- the loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        skipped = inputs.pop("num_skipped", None)
+        data_worker = inputs.pop("data_worker", None)
+        labels = inputs.pop("labels", None)
+        shared = self.step_state
+        if skipped is not None and model.training:
+            shared.skipped_records += skipped.to(shared.skipped_records.device)
+        if model.training:
+            self.data_position.count_batch(inputs["pixel_values"].shape[0], skipped, data_worker)
+        if self.args.torch_compile:
+            mark_dynamic_masks(inputs["context_indices"], inputs["target_indices"])
+        outputs = model(
+            pixel_values=inputs["pixel_values"],
+            context_indices=inputs["context_indices"],
+            target_indices=inputs["target_indices"],
+            gather_distributed=self.accelerator.num_processes > 1,
+        )
+        loss = outputs.loss
+        if model.training:
+            shared.see_loss(loss)
+            for key in _LOGGED_TERMS:
+                value = getattr(outputs, key)
+                if value is not None:
+                    self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value.detach().float()
+            self._metric_count += 1
+            self._last_target_features = outputs.target_pooled_output.detach()
+            if self.online_probe is not None and labels is not None:
+                self._probe_step(outputs.target_pooled_output, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def _probe_step(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """One online-probe update on the batch of every process (gathered, so that all
+        copies of the probe see the same data and stay equal)."""
+        features, labels = features.detach(), labels.to(features.device)
+        if self.accelerator.num_processes > 1:
+            features, labels = self.accelerator.gather(features), self.accelerator.gather(labels)
+        loss, correct, used = self.online_probe.step(features, labels)
+        self._probe_sums += torch.stack([loss * labels.numel(), correct, used * labels.numel()])
+
+    # ---------------------------------------------------------------- online evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The k-NN monitor: encode the `KNNMonitorSet` with the target encoder (each process
+        its share, features gathered), score its queries against its memory bank with
+        `cjepa_hf.evaluation.knn_accuracy` and, when there is one, with the online probe.
+        Logs `{prefix}_knn_top1`, `{prefix}_linear_top1` and `{prefix}_runtime`."""
+        monitor = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(monitor, KNNMonitorSet):
+            raise TypeError(
+                f"CJEPATrainer evaluates with a cjepa_hf.online_eval.KNNMonitorSet, got {type(monitor).__name__}"
+            )
+        start = time.time()
+        encoder = self.accelerator.unwrap_model(self.model).target_encoder
+        device = self.args.device
+        positions, features, labels = [], [], []
+        with torch.no_grad():
+            for index, pixels, y in monitor.batches(
+                self.args.process_index, self.args.world_size, self.args.per_device_eval_batch_size
+            ):
+                features.append(encode(encoder, pixels.to(device)).float())
+                positions.append(index.to(device))
+                labels.append(y.to(device))
+        dim = encoder.config.hidden_size
+        positions = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long, device=device)
+        features = torch.cat(features) if features else torch.zeros(0, dim, device=device)
+        labels = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+        if self.accelerator.num_processes > 1:  # shares differ by at most one example: pad, gather, drop
+            positions = self.accelerator.gather(self.accelerator.pad_across_processes(positions, pad_index=-1))
+            features = self.accelerator.gather(self.accelerator.pad_across_processes(features))
+            labels = self.accelerator.gather(self.accelerator.pad_across_processes(labels))
+            keep = positions >= 0
+            positions, features, labels = positions[keep], features[keep], labels[keep]
+        order = positions.argsort()
+        positions, features, labels = positions[order], features[order], labels[order]
+        bank = positions < monitor.bank_size
+        metrics = {
+            f"{metric_key_prefix}_knn_top1": knn_accuracy(
+                features[bank].cpu(), labels[bank].cpu(), features[~bank].cpu(), labels[~bank].cpu(),
+                k=self.args.knn_k, temperature=self.args.knn_temperature,
+            ),
+        }
+        if self.online_probe is not None:
+            metrics[f"{metric_key_prefix}_linear_top1"] = self.online_probe.accuracy(features[~bank], labels[~bank])
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ---------------------------------------------------------------- logging
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._metric_count:  # a training log: add our figures
+            for key, total in self._metric_sums.items():
+                value = total / self._metric_count
+                if self.accelerator.num_processes > 1:
+                    value = self.accelerator.reduce(value.reshape(1), reduction="mean")[0]
+                logs[key] = value.item()
+            self._metric_sums, self._metric_count = {}, 0
+            shared = self.step_state
+            logs.update(shared.schedule_values())
+            skipped = shared.skipped_records
+            if self.accelerator.num_processes > 1:
+                skipped = self.accelerator.reduce(skipped.reshape(1).clone(), reduction="sum")[0]
+            logs["skipped_records"] = int(skipped.item())
+            nonfinite = int(shared.nonfinite_total.item())
+            logs["nonfinite_steps"] = nonfinite
+            if nonfinite > shared.nonfinite_logged and math.isfinite(logs["loss"]):
+                # Trainer's logging_nan_inf_filter replaces a non-finite loss by the mean of the
+                # window's earlier ones (0 right after a log): a skipped step would look like a
+                # perfect one. The window's mean loss is not finite; say so (a float NaN, which
+                # Trainer's json.dumps writes and json.loads reads back).
+                logs["loss"] = float("nan")
+            shared.nonfinite_logged = nonfinite
+            if self.online_probe is not None:
+                loss_sum, correct, seen = self._probe_sums.tolist()
+                if seen > 0:
+                    logs["online_probe_loss"] = loss_sum / seen
+                    logs["online_linear_top1"] = correct / seen
+                self._probe_sums.zero_()
+            if self.args.collapse_monitor and self._last_target_features is not None:
+                features = self._last_target_features
+                if self.accelerator.num_processes > 1:
+                    features = self.accelerator.gather(features)
+                if torch.isfinite(features).all():
+                    logs["target_feature_std"] = feature_std(features).item()
+                    logs["target_effective_rank"] = effective_rank(features).item()
+                    # Mean-pooled features share a large mean direction that dominates the raw
+                    # RankMe even at random init; the centred rank shows the spread around it.
+                    logs["target_effective_rank_centered"] = effective_rank(features - features.mean(dim=0)).item()
+                else:  # the batch of a skipped non-finite step
+                    for key in _COLLAPSE_KEYS:
+                        logs[key] = float("nan")
+        super().log(logs, start_time)
+
+    def check_nonfinite(self) -> None:
+        """Stop with an error after max_consecutive_nonfinite skipped steps in a row (a host sync)."""
+        consecutive = int(self.step_state.consecutive_nonfinite.item())
+        if consecutive >= self.args.max_consecutive_nonfinite:
+            model = self.accelerator.unwrap_model(self.model)
+            finite = all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+            where = (
+                "their updates were skipped and no NaN weights were written" if finite else
+                "their updates were skipped, but the weights themselves are no longer finite (an update with a finite "
+                "loss overflowed them): checkpoints written since then fail validate_checkpoint; resume from the "
+                "latest valid one"
+            )
+            raise FloatingPointError(
+                f"{consecutive} consecutive non-finite losses (max_consecutive_nonfinite="
+                f"{self.args.max_consecutive_nonfinite}) at step {self.state.global_step}: {where}; lower the "
+                "learning rate or check the data"
+            )
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model, trial):
+        """Trainer's checkpoint, then cjepa_state.json, which marks it complete, then rotation.
+
+        Trainer deletes old checkpoints (save_total_limit) at the end of its own save, before
+        cjepa_state.json exists: a kill in between left only an incomplete checkpoint. Here its
+        rotation is off during its save and runs after the marker is written."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        limit = self.args.save_total_limit
+        marker = os.path.join(folder, STATE_FILE)
+        if self.args.should_save and os.path.exists(marker):
+            # A folder of this step from an earlier run (resumed from an older checkpoint):
+            # until the new save completes, its files are a mix, so it must not look complete.
+            os.remove(marker)
+        with disk_full_reported(folder):
+            self.args.save_total_limit = None
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self.args.save_total_limit = limit
+            data = None
+            position = self.data_position
+            if is_stream(self.train_dataset):  # every process takes part in the gather
+                records = position.epoch_records
+                if self.accelerator.num_processes > 1:
+                    records = self.accelerator.gather(records.reshape(1, -1))
+                data = {
+                    "epoch": position.epoch - 1,  # the epoch in progress (begin_epoch moved past it)
+                    "batches": position.epoch_batches,
+                    "world_size": self.args.world_size,
+                    "num_workers": self._stream_workers(),
+                    "records": records.reshape(self.args.world_size, -1).tolist(),
+                }
+            # Every process's files (rng_state_{rank}.pth) exist before the checkpoint is marked complete.
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                state = {
+                    "nonfinite_steps": int(self.step_state.nonfinite_total.item()),
+                    "skipped_records": int(self.step_state.skipped_records.item()),
+                    # beside "data", whose layout (stream workers) 0 and 1 workers share
+                    "dataloader_num_workers": self.args.dataloader_num_workers,
+                }
+                if data is not None:
+                    state["data"] = data  # the stream's position, for an exact resume
+                if self.online_probe is not None:
+                    self.online_probe.save(folder)
+                    state["online_probe_sums"] = self._probe_sums.tolist()
+                write_json_atomically(marker, state)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, limit, [folder, self.state.best_model_checkpoint])
+
+    def create_model_card(self, model_name: str | None = None, dataset: str | list[str] | None = None, **kwargs: Any) -> None:
+        """The C-JEPA card (cjepa_hf.hub) instead of transformers' generic one: Trainer's
+        `push_to_hub` writes it to output_dir/README.md before uploading. Only facts of this
+        run go in: its config, arguments and trainer state; no result numbers."""
+        if not self.is_world_process_zero():
+            return
+        from dataclasses import asdict
+
+        from ..hub import render_model_card
+
+        config = self.accelerator.unwrap_model(self.model).config
+        name = model_name or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+        card = render_model_card(
+            config, model_name=name, model_path=self.args.output_dir, training_args=self.args.to_dict(), datasets=dataset,
+            image_processor=self.processing_class,
+            trainer_state=json.loads(json.dumps(asdict(self.state), default=str)),
+        )
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's save plus a readable `training_args.json` (Trainer's `training_args.bin` is a
+        pickle; release export and model cards read the JSON instead). Checkpoints come here too."""
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        with disk_full_reported(folder):
+            super().save_model(output_dir, _internal_call)
+            if self.args.should_save:
+                with open(os.path.join(folder, "training_args.json"), "w") as f:
+                    f.write(self.args.to_json_string())
+
+
+__all__ = ["CJEPATrainer"]
+
