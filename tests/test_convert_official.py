@@ -19,6 +19,7 @@ from transformers import AutoModel, IJepaConfig, IJepaModel
 
 from cjepa_hf import CJEPAForPreTraining
 from cjepa_hf.convert import from_official_checkpoint, load_official_checkpoint
+from cjepa_hf.modeling_cjepa import REMOTE_CODE_FILES
 
 from conftest import random_masks
 
@@ -218,8 +219,7 @@ def test_script_converts_official_checkpoint(tmp_path, checkpoint_file, capsys):
 
     # the release is the official *target* encoder, safetensors only
     files = sorted(os.listdir(out / "release"))
-    assert files == sorted(["README.md", "config.json", "model.safetensors", "preprocessor_config.json",
-                            "configuration_cjepa.py", "modeling_cjepa.py", "losses.py"])
+    assert files == sorted(["README.md", "config.json", "model.safetensors", "preprocessor_config.json", *REMOTE_CODE_FILES])
     assert not any(f.endswith((".bin", ".pt", ".pth")) for f in os.listdir(out / "pretraining"))
     release = AutoModel.from_pretrained(out / "release").eval()
     assert type(release).__name__ == "CJEPAModel"

@@ -409,7 +409,7 @@ def test_push_to_hub_script(tmp_path, tiny_run, monkeypatch, capsys):
     assert upload["allow_patterns"] == list(RELEASE_FILES)
     card = ModelCard.load(tmp_path / "b" / "README.md")
     assert [r.metric_value for r in card.data.eval_results] == [0.8125]
-    assert "uploaded 7 files to https://huggingface.co/me/b" in capsys.readouterr().out
+    assert f"uploaded {len(RELEASE_FILES)} files to https://huggingface.co/me/b" in capsys.readouterr().out
 
     rc = script.main(["--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "c"), "--repo-id", "me/c"])
     assert rc == 2 and "no config.json" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassif
 
 from cjepa_hf import CJEPAConfig, CJEPAForImageClassification, CJEPAForPreTraining, CJEPAModel
 from cjepa_hf.losses import variance_covariance_loss
-from cjepa_hf.modeling_cjepa import gather_tokens, sincos_2d
+from cjepa_hf.modeling_cjepa import REMOTE_CODE_FILES, gather_tokens, sincos_2d
 
 from conftest import TINY, assert_loads_without_package, random_masks
 
@@ -224,8 +224,7 @@ def test_save_load_round_trip(tmp_path, tiny_config, cls):
     after = loaded(*args)
     key = {"CJEPAModel": "last_hidden_state", "CJEPAForPreTraining": "predictions"}.get(cls.__name__, "logits")
     assert torch.equal(before[key], after[key])
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "modeling_cjepa.py",
-            "configuration_cjepa.py", "losses.py"} <= set(os.listdir(tmp_path))
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", *REMOTE_CODE_FILES} <= set(os.listdir(tmp_path))
     if cls is CJEPAForPreTraining:
         assert not any(p.requires_grad for p in loaded.target_encoder.parameters())
         assert all(p.requires_grad for p in loaded.context_encoder.parameters())
@@ -292,6 +291,48 @@ def test_trust_remote_code_without_the_package(tmp_path, tiny_config):
     with torch.no_grad():
         expected = model.target_encoder.eval()(x).pooler_output
     assert_loads_without_package(folder, x, expected, tmp_path)
+
+
+def test_remote_code_files_are_the_files_the_model_imports():
+    # What transformers copies for trust_remote_code is modeling_cjepa.py and the package files
+    # it imports, directly or not; save_pretrained copies REMOTE_CODE_FILES: the two must agree.
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    from cjepa_hf import modeling_cjepa
+
+    imported = {os.path.basename(f) for f in get_relative_import_files(modeling_cjepa.__file__)}
+    assert set(REMOTE_CODE_FILES) == imported | {"modeling_cjepa.py"}
+
+
+def test_model_loaded_as_remote_code_saves_a_folder_that_loads_without_the_package(tmp_path, tiny_config):
+    import subprocess
+    import sys
+    import textwrap
+
+    torch.manual_seed(0)
+    CJEPAModel(tiny_config).save_pretrained(tmp_path / "a")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["cjepa_hf"] = None  # importing cjepa_hf now raises ImportError
+        import os, torch
+        from transformers import AutoModel
+        a = AutoModel.from_pretrained({str(tmp_path / "a")!r}, trust_remote_code=True).eval()
+        a.save_pretrained({str(tmp_path / "b")!r})
+        os.remove({str(tmp_path / "b" / "preprocessor_config.json")!r})
+        a.save_pretrained({str(tmp_path / "b")!r})  # writes the default image processor again
+        b = AutoModel.from_pretrained({str(tmp_path / "b")!r}, trust_remote_code=True).eval()
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.equal(a(x).last_hidden_state, b(x).last_hidden_state)
+        print("FILES", " ".join(sorted(os.listdir({str(tmp_path / "b")!r}))))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = [l for l in result.stdout.splitlines() if l.startswith("FILES")][0].split()[1:]
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", *REMOTE_CODE_FILES} <= set(files)
 
 
 def test_seeded_init_does_not_depend_on_the_projector():
