@@ -427,7 +427,7 @@ def test_model_cards_dir_in_checkout_wheel_install_and_env(tmp_path, monkeypatch
     assert hub.model_cards_dir() == repo_cards  # a checkout / editable install
     # A wheel install: no repository around the package; setup.cfg's data_files put the
     # template and variants under <prefix>/share/cjepa-hf/model_cards.
-    monkeypatch.setattr(hub, "__file__", str(tmp_path / "site-packages" / "cjepa_hf" / "hub.py"))
+    monkeypatch.setattr(hub.cards, "__file__", str(tmp_path / "site-packages" / "cjepa_hf" / "hub" / "cards.py"))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     with pytest.raises(FileNotFoundError, match="set CJEPA_MODEL_CARDS_DIR"):
         hub.model_cards_dir()
