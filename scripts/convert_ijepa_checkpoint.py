@@ -18,8 +18,8 @@ Writes
 Official checkpoints are read only through `cjepa_hf.convert.load_official_checkpoint`
 (torch.load with weights_only=True); weights are written as safetensors only. Every tensor
 is mapped strictly: missing, unexpected or mis-shaped tensors stop the conversion with the
-full list. Attention heads cannot be read off the weights: they default to the paper's
-value for the width; pass --num-heads for anything else.
+full list. Attention heads cannot be read off the weights: they default to I-JEPA's value
+for the width (Assran et al., CVPR 2023); pass --num-heads for anything else.
 """
 
 from __future__ import annotations

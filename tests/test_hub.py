@@ -176,7 +176,7 @@ def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tin
         assert "VICReg played no part in training these weights" in text and "CC BY-NC 4.0" in text
         assert "not a record of the original run" in text
     else:
-        assert "paper's Algorithm 1" in text and "C-JEPA has no official code" in text
+        assert "C-JEPA paper's Algorithm 1 (Mo & Tong, NeurIPS 2024" in text and "C-JEPA has no official code" in text
 
 
 def test_card_with_measured_results_has_model_index(tmp_path, tiny_run):

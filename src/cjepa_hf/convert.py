@@ -205,7 +205,8 @@ def official_predictor_to_cjepa(state_dict: Mapping[str, torch.Tensor]) -> dict[
 
 def config_from_official(checkpoint: Mapping[str, Mapping[str, torch.Tensor]], image_size: int | None = None, **overrides) -> CJEPAConfig:
     """Infer the C-JEPA geometry from an official checkpoint's tensors (heads cannot be
-    read off the weights: they default to the paper's value for the width)."""
+    read off the weights: they default to I-JEPA's value for the width, Assran et al.,
+    CVPR 2023)."""
     enc = strip_prefix(checkpoint["encoder"])
     pred = strip_prefix(checkpoint["predictor"])
     width, channels, patch, _ = enc["patch_embed.proj.weight"].shape
