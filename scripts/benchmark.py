@@ -1,22 +1,24 @@
 #!/usr/bin/env python
-"""Time the full C-JEPA pretraining step, a fast path against the plain path in the same process.
+"""Time the trainer's real C-JEPA pretraining step, a fast path against the plain path in the same process.
 
     python scripts/benchmark.py --preset vit-b16 --batch-size 256 --dtype bf16 --compile --output b16.json
 
-One step = forward (target encoder without grad, context encoder, predictor, loss),
-backward, AdamW step and EMA update, on synthetic images with realistic multi-block
-masks (sizes change from batch to batch). The plain baseline (eager attention, fp32,
-no compile, per-parameter EMA loop, AdamW(foreach=False)) runs in the same process on
-a copy of the same weights, its steps interleaved with the fast path's, so both see
-the same machine load; `speedup` is the ratio of their median step times. The split
-into parts comes from separate instrumented steps (see
-`cjepa_hf.performance.PretrainingStep.instrumented_step`), so the headline is not
-perturbed. The FLOP formula is `cjepa_hf.performance.FLOP_FORMULA` (also in the JSON).
+One step is `CJEPATrainer`'s (`cjepa_hf.bench.TrainerStep`, "step" in the JSON):
+training_step (forward: target encoder without grad, context encoder, predictor, loss;
+backward), the optimizer step with the callback's schedules and non-finite guard, AdamW,
+the EMA update, the LR scheduler, on synthetic images with realistic multi-block masks
+(sizes change from batch to batch). The plain baseline (eager attention, fp32, no compile,
+foreach AdamW) runs in the same process on a copy of the same weights, its steps
+interleaved with the fast path's, so both see the same machine load; `speedup` is the
+ratio of their median step times. The split into parts comes from separate instrumented
+steps (`TrainerStep.instrumented_step`), so the headline is not perturbed. The FLOP
+formula is `cjepa_hf.bench.FLOP_FORMULA` (also in the JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
@@ -27,24 +29,22 @@ import time
 import torch
 
 from cjepa_hf import PRESET_NAMES, CJEPAConfig, CJEPAForPreTraining
-from cjepa_hf.performance import (
-    ADAMW_IMPLEMENTATIONS,
+from cjepa_hf.bench import (
     DTYPES,
-    EMA_IMPLEMENTATIONS,
     FLOP_FORMULA,
     PLAIN_OPTIONS,
     SPLIT_KEYS,
-    PretrainingStep,
+    STEP,
     StepOptions,
-    copy_model,
+    TrainerStep,
     device_peak_flops,
     measure_peak_memory,
     pretraining_step_flops,
     state_bytes,
     summarize_times,
     synthetic_masks,
-    trim_context,
 )
+from cjepa_hf.training import ADAMW_IMPLEMENTATIONS, trim_context
 
 # A test-size model (the shape of tests/conftest.py's TINY), for smoke runs.
 TINY_PRESET = dict(
@@ -63,12 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split-steps", type=int, default=1, help="instrumented steps per setup for the split (0: no split)")
     parser.add_argument("--attn-implementation", default="sdpa", help="eager | sdpa | flash_attention_2 | flex_attention | ...")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="bf16 = CUDA autocast with fp32 master weights (refused on CPU)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic mask sizes, one graph)")
+    parser.add_argument("--compile", action="store_true", help="the trainer's torch_compile (dynamic mask sizes, one graph)")
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--compile-mode", default=None, help="e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--ema", choices=EMA_IMPLEMENTATIONS, default="foreach")
-    parser.add_argument("--adamw", choices=ADAMW_IMPLEMENTATIONS, default="fused", help="fused falls back to foreach where unsupported")
+    parser.add_argument("--adamw", choices=ADAMW_IMPLEMENTATIONS, default="fused",
+                        help="optim adamw_torch_fused (falls back to foreach where unsupported) or adamw_torch (foreach)")
     parser.add_argument("--context-multiple", type=int, default=0, help="trim every context to a multiple of this (both setups; 0: off)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain path")
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
     options = StepOptions(
         attn_implementation=args.attn_implementation, dtype=args.dtype, compile=args.compile,
         compile_backend=args.compile_backend, compile_mode=args.compile_mode,
-        gradient_checkpointing=args.gradient_checkpointing, ema=args.ema, adamw=args.adamw,
+        gradient_checkpointing=args.gradient_checkpointing, adamw=args.adamw,
     )
     batch = args.batch_size
     compile_warm = 1 if (args.compile and args.split_steps) else 0
@@ -188,12 +188,18 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     model = CJEPAForPreTraining(config).to(device)
     setups = {}
+    # Each setup is a CJEPATrainer prepared in full before the next is built (Accelerate's state
+    # is global; a prepared model keeps its own autocast). The schedules run over all its steps.
+    total_steps = num_batches
     if not args.no_baseline:
-        setups["baseline"] = PretrainingStep(copy_model(model), PLAIN_OPTIONS)
-    setups["fast"] = PretrainingStep(model, options)  # configured (and compiled) last, on the original
+        setups["baseline"] = TrainerStep(copy.deepcopy(model), PLAIN_OPTIONS, total_steps=total_steps, seed=args.seed)
+    setups["fast"] = TrainerStep(model, options, total_steps=total_steps, seed=args.seed)  # the original, last
     peak_flops_name, peak_flops = device_peak_flops(device)
     if args.peak_tflops:
         peak_flops = args.peak_tflops * 1e12
+
+    def inputs(context: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pixel_values": pixel_values, "context_indices": context, "target_indices": targets}
 
     results = {name: {"options": s.options.to_dict() | {"adamw_used": s.adamw_implementation}} for name, s in setups.items()}
     # Warm-up (compilation, allocator, autotuning); the last warm-up step measures memory.
@@ -202,9 +208,9 @@ def run(args: argparse.Namespace) -> dict:
         for i in range(args.warmup):
             if i == args.warmup - 1:
                 with measure_peak_memory(device) as memory:
-                    setup.step(pixel_values, *masks[i])
+                    setup.step(inputs(*masks[i]))
             else:
-                setup.step(pixel_values, *masks[i])
+                setup.step(inputs(*masks[i]))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         held = state_bytes(setup.model, setup.optimizer)
@@ -223,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
         c, t = masks[args.warmup + r]
         for name in names if r % 2 == 0 else names[::-1]:
             begin = start()
-            setups[name].step(pixel_values, c, t)
+            setups[name].step(inputs(c, t))
             pairs[name].append(stop(begin))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -250,7 +256,7 @@ def run(args: argparse.Namespace) -> dict:
         splits = []
         offset = args.warmup + args.steps
         for i in range(compile_warm + args.split_steps):
-            _, split = setup.instrumented_step(pixel_values, *masks[offset + i])
+            _, split = setup.instrumented_step(inputs(*masks[offset + i]))
             if i >= compile_warm:
                 splits.append(split)
         results[name]["split_s"] = (
@@ -267,6 +273,7 @@ def run(args: argparse.Namespace) -> dict:
         round(sum(block_sizes) / len(block_sizes)),
     )
     out = {
+        "step": STEP,
         "images_per_s": fast["images_per_s"],
         "baseline_images_per_s": base["images_per_s"] if base else None,
         "speedup": fast["images_per_s"] / base["images_per_s"] if base else None,

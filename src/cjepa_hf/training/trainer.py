@@ -94,7 +94,12 @@ class CJEPATrainer(Trainer):
     def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
         """Accelerate must not compile the model (its wrapper compile recompiles as mask sizes
         change): with torch_compile the trainer compiles it in place, masks marked dynamic."""
-        args = super()._build_accelerator_args(**kwargs)
+        backend, mode = self.args.torch_compile_backend, self.args.torch_compile_mode
+        try:  # Accelerate's plugin knows only its own backend names, not registered ones
+            self.args.torch_compile_backend = self.args.torch_compile_mode = None
+            args = super()._build_accelerator_args(**kwargs)
+        finally:
+            self.args.torch_compile_backend, self.args.torch_compile_mode = backend, mode
         args["dynamo_plugin"] = TorchDynamoPlugin(backend="no")
         return args
 
