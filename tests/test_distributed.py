@@ -19,7 +19,9 @@ def ddp_result(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return json.loads((out / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text())
+    result["output"] = proc.stdout + proc.stderr
+    return result
 
 
 def test_two_processes_equal_one_process_on_the_concatenated_batch(ddp_result):
@@ -47,3 +49,10 @@ def test_online_probe_and_knn_monitor_on_two_processes(ddp_result):
     assert len(r["probe_logged"]) == 2
     assert r["eval_knn_top1"] == r["ref_knn_top1"]  # gathered features = one process on the whole set
     assert r["eval_linear_top1"] == r["ref_linear_top1"]
+
+
+def test_ddp_runs_without_the_unused_parameter_search(ddp_result):
+    """ddp_find_unused_parameters defaults to False (every trainable parameter gets a gradient):
+    DDP does not traverse the graph for unused ones, and prints no warning about it."""
+    assert ddp_result["trainer"]["find_unused_parameters"] is False
+    assert "find_unused_parameters" not in ddp_result["output"]

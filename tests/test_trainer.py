@@ -264,3 +264,33 @@ def test_encoder_regulariser_terms_are_logged(tmp_path):
     for h in logs:
         assert h["encoder_vicreg_loss"] == pytest.approx(25 * h["encoder_variance"] + h["encoder_covariance"], rel=1e-4)
         assert h["loss"] == pytest.approx(h["jepa_loss"] + 0.001 * h["vicreg_loss"] + 0.1 * h["encoder_vicreg_loss"], rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- arguments that cannot train
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_dataset_smaller_than_one_batch_fails_before_any_work(tmp_path, tiny_config, stream):
+    """Trainer alone ends after 0 steps (exit status 0) when a finite dataset has fewer examples than
+    one global batch; the trainer refuses it before building a dataloader or taking a step."""
+
+    class SizedStream(_Ordered):
+        def __len__(self):
+            return len(self.items)
+
+    data = SizedStream(_data(n=3)) if stream else _data(n=3)
+    trainer = _trainer(tmp_path, tiny_config, data, max_steps=2)
+    forwards = []
+    original = trainer.model.forward
+    trainer.model.forward = lambda *a, **k: (forwards.append(1), original(*a, **k))[1]
+    with pytest.raises(ValueError, match=r"3 example\(s\).*per_device_train_batch_size=4") as raised:
+        trainer.train()
+    assert "per_device_train_batch_size=4 x 1 process(es) = 4" in str(raised.value)
+    assert forwards == [] and trainer.state.global_step == 0
+    assert not os.listdir(tmp_path) or not any(name.startswith("checkpoint") for name in os.listdir(tmp_path))
+    _trainer(tmp_path / "ok", tiny_config, _data(n=4), max_steps=1).train()  # exactly one batch trains
+
+
+def test_ddp_does_not_search_for_unused_parameters_by_default(tmp_path):
+    args = CJEPATrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert args.ddp_find_unused_parameters is False

@@ -75,6 +75,7 @@ def trainer_check(out_dir: str) -> dict:
         "world_size": trainer.accelerator.num_processes,
         "rank_weight_max_diff": (gathered[0] - gathered[-1]).abs().max().item(),
         "ddp_wrapped": type(trainer.model_wrapped).__name__,
+        "find_unused_parameters": getattr(trainer.model_wrapped, "find_unused_parameters", None),
         "logged": [h for h in trainer.state.log_history if "vicreg_loss" in h],
         "ema_moved": ema_moved,
     }
