@@ -97,5 +97,4 @@ class CJEPATrainingArguments(TrainingArguments):
             raise ValueError(f"max_consecutive_nonfinite must be >= 1, got {self.max_consecutive_nonfinite!r}")
 
 
-
 __all__ = ["CJEPATrainingArguments"]
