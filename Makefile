@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test pretrain clean
+.PHONY: install data lint test pretrain clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +23,11 @@ data:
 		else sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; fi; \
 	fi
 
-test: install data
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install data lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests
 
 pretrain: install data

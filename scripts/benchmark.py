@@ -48,8 +48,15 @@ from cjepa_hf.training import ADAMW_IMPLEMENTATIONS, trim_context
 
 # A test-size model (the shape of tests/conftest.py's TINY), for smoke runs.
 TINY_PRESET = dict(
-    image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    predictor_hidden_size=32, predictor_num_hidden_layers=2, projector_dims=(64, 64), min_keep=4,
+    image_size=32,
+    patch_size=4,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    predictor_hidden_size=32,
+    predictor_num_hidden_layers=2,
+    projector_dims=(64, 64),
+    min_keep=4,
 )
 
 
@@ -67,14 +74,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--compile-mode", default=None, help="e.g. max-autotune-no-cudagraphs")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--adamw", choices=ADAMW_IMPLEMENTATIONS, default="fused",
-                        help="optim adamw_torch_fused (falls back to foreach where unsupported) or adamw_torch (foreach)")
+    parser.add_argument(
+        "--adamw",
+        choices=ADAMW_IMPLEMENTATIONS,
+        default="fused",
+        help="optim adamw_torch_fused (falls back to foreach where unsupported) or adamw_torch (foreach)",
+    )
     parser.add_argument("--context-multiple", type=int, default=0, help="trim every context to a multiple of this (both setups; 0: off)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain path")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device bf16 dense peak for MFU, if not in the built-in table")
     parser.add_argument(
-        "--statistic", choices=("median", "min"), default="median",
+        "--statistic",
+        choices=("median", "min"),
+        default="median",
         help="step time behind images_per_s and speedup: median (default) or min (the least disturbed step, "
         "for a shared, busy machine); the JSON has both",
     )
@@ -101,6 +114,7 @@ def _step_timer(device: torch.device):
     """start() / stop() around one step, seconds(pair) -> wall time, cpu_seconds(pair) -> the
     process's CPU time (CPU runs only, else None). CUDA events are read after the last step."""
     if device.type == "cuda":
+
         def start():
             event = torch.cuda.Event(enable_timing=True)
             event.record()
@@ -117,6 +131,7 @@ def _step_timer(device: torch.device):
         def cpu_seconds(pair):
             return None
     else:
+
         def start():
             return (time.perf_counter(), time.process_time())
 
@@ -128,6 +143,7 @@ def _step_timer(device: torch.device):
 
         def cpu_seconds(pair):
             return pair[1][1] - pair[0][1]
+
     return start, stop, seconds, cpu_seconds
 
 
@@ -150,11 +166,7 @@ def speedup_statistics(base: dict, fast: dict, num_threads: int) -> dict:
     out["paired_median"] = _median([b / f for b, f in zip(b_wall, f_wall)])
     if base.get("step_cpu_time_s") and fast.get("step_cpu_time_s"):
         b_cpu, f_cpu = base["step_cpu_time_s"]["all"], fast["step_cpu_time_s"]["all"]
-        full = [
-            b / f
-            for b, f, bc, fc in zip(b_wall, f_wall, b_cpu, f_cpu)
-            if bc >= 0.8 * num_threads * b and fc >= 0.8 * num_threads * f
-        ]
+        full = [b / f for b, f, bc, fc in zip(b_wall, f_wall, b_cpu, f_cpu) if bc >= 0.8 * num_threads * b and fc >= 0.8 * num_threads * f]
         out["paired_median_uncontended"] = _median(full) if full else None
         out["uncontended_pairs"] = len(full)
     return out
@@ -171,9 +183,13 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     config = build_config(args.preset, args.image_size)
     options = StepOptions(
-        attn_implementation=args.attn_implementation, dtype=args.dtype, compile=args.compile,
-        compile_backend=args.compile_backend, compile_mode=args.compile_mode,
-        gradient_checkpointing=args.gradient_checkpointing, adamw=args.adamw,
+        attn_implementation=args.attn_implementation,
+        dtype=args.dtype,
+        compile=args.compile,
+        compile_backend=args.compile_backend,
+        compile_mode=args.compile_mode,
+        gradient_checkpointing=args.gradient_checkpointing,
+        adamw=args.adamw,
     )
     batch = args.batch_size
     compile_warm = 1 if (args.compile and args.split_steps) else 0
@@ -233,10 +249,8 @@ def run(args: argparse.Namespace) -> dict:
             pairs[name].append(stop(begin))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    timed_masks = masks[args.warmup: args.warmup + args.steps]
-    flops = [
-        pretraining_step_flops(config, batch, c.shape[1], t.shape[1], t.shape[2])["total"] for c, t in timed_masks
-    ]
+    timed_masks = masks[args.warmup : args.warmup + args.steps]
+    flops = [pretraining_step_flops(config, batch, c.shape[1], t.shape[1], t.shape[2])["total"] for c, t in timed_masks]
     for name in setups:
         times = [seconds(p) for p in pairs[name]]
         summary = summarize_times(times)
@@ -246,7 +260,9 @@ def run(args: argparse.Namespace) -> dict:
         r["step_cpu_time_s"] = summarize_times(cpu_times) if cpu_times[0] is not None else None
         r["images_per_s"] = batch / summary[args.statistic]
         r["images_per_s_by_statistic"] = {
-            "median": batch / summary["median"], "min": batch / summary["min"], "mean": batch * len(times) / sum(times),
+            "median": batch / summary["median"],
+            "min": batch / summary["min"],
+            "mean": batch * len(times) / sum(times),
         }
         r["tflops"] = (sum(flops) / len(flops)) / summary[args.statistic] / 1e12  # per step, as images_per_s
         r["mfu"] = (r["tflops"] * 1e12 / peak_flops) if peak_flops else None
@@ -259,9 +275,7 @@ def run(args: argparse.Namespace) -> dict:
             _, split = setup.instrumented_step(inputs(*masks[offset + i]))
             if i >= compile_warm:
                 splits.append(split)
-        results[name]["split_s"] = (
-            {key: sum(s[key] for s in splits) / len(splits) for key in (*SPLIT_KEYS, "total")} if splits else None
-        )
+        results[name]["split_s"] = {key: sum(s[key] for s in splits) / len(splits) for key in (*SPLIT_KEYS, "total")} if splits else None
 
     fast = results["fast"]
     base = results.get("baseline")
@@ -269,7 +283,10 @@ def run(args: argparse.Namespace) -> dict:
     context_lengths = [c.shape[1] for c, _ in timed_masks]
     block_sizes = [t.shape[2] for _, t in timed_masks]
     mean_flops = pretraining_step_flops(
-        config, batch, round(sum(context_lengths) / len(context_lengths)), config.num_target_blocks,
+        config,
+        batch,
+        round(sum(context_lengths) / len(context_lengths)),
+        config.num_target_blocks,
         round(sum(block_sizes) / len(block_sizes)),
     )
     out = {
@@ -296,7 +313,8 @@ def run(args: argparse.Namespace) -> dict:
             f"images_per_s = batch / {args.statistic} step time over the timed steps; the setups' steps are interleaved "
             "(alternating order); "
             + (
-                "CUDA events, one synchronize after the last step" if device.type == "cuda"
+                "CUDA events, one synchronize after the last step"
+                if device.type == "cuda"
                 else "perf_counter per step (wall); process_time per step in step_cpu_time_s"
             )
         ),
@@ -321,7 +339,7 @@ def run(args: argparse.Namespace) -> dict:
         "python_version": platform.python_version(),
         "num_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return out
 
@@ -336,28 +354,35 @@ def print_table(out: dict, file=sys.stdout) -> None:
         f" | masks: {out['masks']['source']}",
         file=file,
     )
-    cols = ["setup", "img/s", "step ms", *[k.replace("_forward_backward", " f+b").replace("_forward", " fwd") for k in SPLIT_KEYS],
-            "peak mem", "TFLOP/s", "MFU"]
+    cols = [
+        "setup",
+        "img/s",
+        "step ms",
+        *[k.replace("_forward_backward", " f+b").replace("_forward", " fwd") for k in SPLIT_KEYS],
+        "peak mem",
+        "TFLOP/s",
+        "MFU",
+    ]
     rows = []
     for name, r in out["results"].items():
         split = r["split_s"] or {}
-        rows.append([
-            name,
-            f"{r['images_per_s']:.2f}",
-            f"{r['step_time_s']['median'] * 1e3:.1f}",
-            *[f"{split[k] * 1e3:.1f}" if k in split else "-" for k in SPLIT_KEYS],
-            _fmt_bytes(r["peak_memory_bytes"]),
-            f"{r['tflops']:.3f}",
-            "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
-        ])
+        rows.append(
+            [
+                name,
+                f"{r['images_per_s']:.2f}",
+                f"{r['step_time_s']['median'] * 1e3:.1f}",
+                *[f"{split[k] * 1e3:.1f}" if k in split else "-" for k in SPLIT_KEYS],
+                _fmt_bytes(r["peak_memory_bytes"]),
+                f"{r['tflops']:.3f}",
+                "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%",
+            ]
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
     for row in (cols, *rows):
         print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)), file=file)
     print("(split columns in ms, from separate instrumented steps)", file=file)
     if out["speedup"] is not None:
-        by = ", ".join(
-            f"{k} {v:.2f}x" if isinstance(v, float) else f"{k} {v}" for k, v in out["speedup_by_statistic"].items()
-        )
+        by = ", ".join(f"{k} {v:.2f}x" if isinstance(v, float) else f"{k} {v}" for k, v in out["speedup_by_statistic"].items())
         print(f"speedup over the plain path (same process, {out['statistic']} step): {out['speedup']:.2f}x  [{by}]", file=file)
 
 

@@ -42,6 +42,7 @@ from cjepa_hf.masking import MaskCollator
 
 def photo_like(rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
     """A JPEG-friendly 'photo': low-frequency colour field + mid-frequency detail + shapes + grain."""
+
     def field(h: int, w: int) -> np.ndarray:
         small = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         return np.asarray(small.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)

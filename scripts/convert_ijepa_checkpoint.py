@@ -95,7 +95,8 @@ def convert_official(args: argparse.Namespace) -> tuple[CJEPAForPreTraining, dic
         "epoch": checkpoint.get("epoch"),
         "encoder": (
             "the EMA target encoder of the official I-JEPA checkpoint (its `target_encoder` weights)"
-            if has_target else "the `encoder` weights of the official I-JEPA checkpoint (it has no `target_encoder`)"
+            if has_target
+            else "the `encoder` weights of the official I-JEPA checkpoint (it has no `target_encoder`)"
         ),
         "attention heads": f"{config.num_attention_heads} ({'given' if args.num_heads else 'paper value for the width'})",
         "predictor": "converted (in the pretraining folder, not in the release)",
@@ -122,8 +123,7 @@ def convert_ijepa_model(args: argparse.Namespace) -> tuple[CJEPAForPreTraining, 
         "source": args.ijepa_model,
         "format": "transformers IJepaModel",
         "encoder": (
-            "the I-JEPA encoder as ported to transformers' IJepaModel (that port holds the context encoder, "
-            "not the EMA target encoder)"
+            "the I-JEPA encoder as ported to transformers' IJepaModel (that port holds the context encoder, not the EMA target encoder)"
         ),
         "predictor": f"not in the source: freshly initialised (seed {args.seed}) in the pretraining folder",
     }

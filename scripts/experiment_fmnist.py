@@ -65,9 +65,16 @@ logger = logging.getLogger("cjepa_hf.experiment_fmnist")
 
 # The quick start's model (recipes/quickstart-fashion-mnist.json): 32 px, patch 4 -> 8x8 grid.
 MODEL = dict(
-    image_size=32, patch_size=4, hidden_size=96, num_hidden_layers=4, num_attention_heads=4,
-    predictor_hidden_size=64, predictor_num_hidden_layers=2, predictor_num_attention_heads=4,
-    projector_dims=(256, 256), min_keep=4,
+    image_size=32,
+    patch_size=4,
+    hidden_size=96,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    predictor_hidden_size=64,
+    predictor_num_hidden_layers=2,
+    predictor_num_attention_heads=4,
+    projector_dims=(256, 256),
+    min_keep=4,
 )
 METHODS = {
     "cjepa": dict(vicreg_weight=0.001),  # the paper's objective (its default coefficients 25/25/1)
@@ -84,7 +91,7 @@ METHOD_TITLES = {
 
 
 def parse_method(name: str) -> tuple[str, float | None]:
-    """"cjepa" -> ("cjepa", None); "cjepa:0.05" -> ("cjepa", 0.05). Raises on unknown names."""
+    """ "cjepa" -> ("cjepa", None); "cjepa:0.05" -> ("cjepa", 0.05). Raises on unknown names."""
     base, sep, beta_text = name.partition(":")
     if base not in METHODS:
         raise ValueError(f"unknown methods [{name!r}]; choose from {list(METHODS)}, optionally with ':beta' (e.g. 'cjepa:0.05')")
@@ -109,8 +116,17 @@ def method_title(method: str) -> str:
 
 
 LOG_KEYS = (
-    "step", "loss", "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
-    "target_feature_std", "target_effective_rank", "target_effective_rank_centered", "learning_rate",
+    "step",
+    "loss",
+    "jepa_loss",
+    "vicreg_loss",
+    "vicreg_invariance",
+    "vicreg_variance",
+    "vicreg_covariance",
+    "target_feature_std",
+    "target_effective_rank",
+    "target_effective_rank_centered",
+    "learning_rate",
 )
 
 
@@ -141,8 +157,10 @@ class ExperimentArguments:
     )
     probe_split: str = field(
         default="test",
-        metadata={"help": "test: probe trained on train images, scored on the test split (the report). validation: "
-                  "both halves carved from the TRAIN images (10,000 of them, seed 1), for choosing settings."},
+        metadata={
+            "help": "test: probe trained on train images, scored on the test split (the report). validation: "
+            "both halves carved from the TRAIN images (10,000 of them, seed 1), for choosing settings."
+        },
     )
     probe_train_samples: int | None = field(default=10_000, metadata={"help": "Training examples for the probes (of 60k)."})
     probe_test_samples: int | None = field(default=None, metadata={"help": "Test examples (default: all 10k)."})
@@ -210,20 +228,40 @@ def pretrain(method: str, seed: int, max_steps: int, args: ExperimentArguments, 
     if missing or any(not key.startswith("projector.") for key in unexpected):
         raise RuntimeError(f"initial weights do not match: missing {missing}, unexpected {unexpected}")
     dataset = build_pretrain_dataset(
-        "fashion_mnist", image_size=config.image_size, patch_size=config.patch_size, shuffle_buffer=5000, seed=seed,
+        "fashion_mnist",
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        shuffle_buffer=5000,
+        seed=seed,
     )
-    training_args = CJEPATrainingArguments(**{
-        **dict(
-            output_dir=run_dir, max_steps=max_steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=args.learning_rate, warmup_start_lr=1e-4, final_lr=1e-6,
-            warmup_steps=max(1, int(round(args.warmup_fraction * max_steps))), weight_decay=0.04, final_weight_decay=0.4,
-            logging_steps=max(1, max_steps // 30), save_strategy="no", report_to="none",
-            dataloader_num_workers=args.num_workers, seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
-        ),
-        **(json.loads(args.training_overrides) if args.training_overrides else {}),
-    })
+    training_args = CJEPATrainingArguments(
+        **{
+            **dict(
+                output_dir=run_dir,
+                max_steps=max_steps,
+                per_device_train_batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
+                warmup_start_lr=1e-4,
+                final_lr=1e-6,
+                warmup_steps=max(1, int(round(args.warmup_fraction * max_steps))),
+                weight_decay=0.04,
+                final_weight_decay=0.4,
+                logging_steps=max(1, max_steps // 30),
+                save_strategy="no",
+                report_to="none",
+                dataloader_num_workers=args.num_workers,
+                seed=seed,
+                use_cpu=not torch.cuda.is_available(),
+                disable_tqdm=True,
+            ),
+            **(json.loads(args.training_overrides) if args.training_overrides else {}),
+        }
+    )
     trainer = CJEPATrainer(
-        model=model, args=training_args, train_dataset=dataset, data_collator=MaskCollator(config, seed=seed),
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=MaskCollator(config, seed=seed),
         callbacks=[timer] if timer is not None else None,
     )
     start = time.time()
@@ -247,8 +285,15 @@ def calibrate_steps(args: ExperimentArguments) -> tuple[int, float]:
 def probe(train_x, train_y, test_x, test_y, args: ExperimentArguments) -> dict:
     start = time.time()
     result = evaluate_features(
-        train_x, train_y, test_x, test_y, k=args.knn_k, temperature=args.knn_temperature,
-        weight_decays=[float(v) for v in args.weight_decays.split(",")], max_iter=args.max_iter, seed=0,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        k=args.knn_k,
+        temperature=args.knn_temperature,
+        weight_decays=[float(v) for v in args.weight_decays.split(",")],
+        max_iter=args.max_iter,
+        seed=0,
     )
     result["probe_seconds"] = round(time.time() - start, 2)
     return result
@@ -308,18 +353,35 @@ def _pm(entry: dict, scale: float = 1.0, digits: int = 2) -> str:
 
 def table(summary: dict[str, dict]) -> str:
     header = [
-        "features", "seeds", "linear probe top-1 %", "k-NN top-1 % (DINO, T=0.07)", "k-NN top-1 % (majority)",
-        "dims", "feature std (test)", "eff. rank (test)", "eff. rank centred (test)",
-        "target feature std (last train log)", "target eff. rank (last train log)",
+        "features",
+        "seeds",
+        "linear probe top-1 %",
+        "k-NN top-1 % (DINO, T=0.07)",
+        "k-NN top-1 % (majority)",
+        "dims",
+        "feature std (test)",
+        "eff. rank (test)",
+        "eff. rank centred (test)",
+        "target feature std (last train log)",
+        "target eff. rank (last train log)",
     ]
     rows = []
     for method, s in summary.items():
-        rows.append([
-            method_title(method), len(s["seeds"]), _pm(s["linear_probe"], 100), _pm(s["knn_dino"], 100),
-            _pm(s["knn_majority"], 100), s["dims"], _pm(s["feature_std"], digits=4), _pm(s["effective_rank"]),
-            _pm(s["effective_rank_centered"]), _pm(s.get("train_target_feature_std"), digits=4),
-            _pm(s.get("train_target_effective_rank")),
-        ])
+        rows.append(
+            [
+                method_title(method),
+                len(s["seeds"]),
+                _pm(s["linear_probe"], 100),
+                _pm(s["knn_dino"], 100),
+                _pm(s["knn_majority"], 100),
+                s["dims"],
+                _pm(s["feature_std"], digits=4),
+                _pm(s["effective_rank"]),
+                _pm(s["effective_rank_centered"]),
+                _pm(s.get("train_target_feature_std"), digits=4),
+                _pm(s.get("train_target_effective_rank")),
+            ]
+        )
     return markdown_table(header, rows)
 
 
@@ -332,9 +394,12 @@ def plot_curves(runs: list[dict], path: str) -> str:
     import matplotlib.pyplot as plt
 
     panels = [
-        ("loss", "total loss"), ("jepa_loss", "JEPA loss"), ("vicreg_variance", "VICReg variance term (unweighted)"),
+        ("loss", "total loss"),
+        ("jepa_loss", "JEPA loss"),
+        ("vicreg_variance", "VICReg variance term (unweighted)"),
         ("vicreg_covariance", "VICReg covariance term (unweighted)"),
-        ("target_feature_std", "target feature std (L2-normalised)"), ("target_effective_rank", "target effective rank (RankMe)"),
+        ("target_feature_std", "target feature std (L2-normalised)"),
+        ("target_effective_rank", "target effective rank (RankMe)"),
     ]
     trained = list(dict.fromkeys(r["method"] for r in runs if r.get("log_history")))
     palette = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
@@ -350,8 +415,14 @@ def plot_curves(runs: list[dict], path: str) -> str:
             if not points:
                 continue
             method = run["method"]
-            ax.plot(*zip(*points), color=colours.get(method), linestyle=styles.get(method, "-"), alpha=0.8, lw=1.5,
-                    label=None if method in labelled else method_title(method))
+            ax.plot(
+                *zip(*points),
+                color=colours.get(method),
+                linestyle=styles.get(method, "-"),
+                alpha=0.8,
+                lw=1.5,
+                label=None if method in labelled else method_title(method),
+            )
             labelled.add(method)
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -414,13 +485,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     def save() -> None:
         record = {
-            "command": command, "args": asdict(args), "max_steps": max_steps, "calibration": calibration,
+            "command": command,
+            "args": asdict(args),
+            "max_steps": max_steps,
+            "calibration": calibration,
             "model": {**MODEL, **(json.loads(args.model_overrides) if args.model_overrides else {})},
             "training_overrides": json.loads(args.training_overrides) if args.training_overrides else {},
             "probe_split": args.probe_split,
-            "methods": {m: {k: getattr(model_config(m, args), k) for k in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff")} for m in args.methods},
+            "methods": {
+                m: {
+                    k: getattr(model_config(m, args), k)
+                    for k in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff")
+                }
+                for m in args.methods
+            },
             "probe_train_samples": len(train_y),
-            "probe_test_samples": len(test_y), "torch_threads": torch.get_num_threads(), "runs": runs,
+            "probe_test_samples": len(test_y),
+            "torch_threads": torch.get_num_threads(),
+            "runs": runs,
         }
         with open(runs_path, "w") as f:
             json.dump(record, f, indent=1)
@@ -448,7 +530,10 @@ def main(argv: list[str] | None = None) -> dict:
             extract_s = time.time() - start
             result = probe(train_x, train_y, test_x, test_y, args)
             record = {
-                "method": method, "seed": seed, "max_steps": max_steps, "batch_size": args.batch_size,
+                "method": method,
+                "seed": seed,
+                "max_steps": max_steps,
+                "batch_size": args.batch_size,
                 "extract_seconds": round(extract_s, 1),
                 "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             }
@@ -477,7 +562,9 @@ def report(runs: list[dict], args: ExperimentArguments, command: str, max_steps:
     """Write {tag}_summary.json, {tag}_table.md and {tag}_curves.png; print the table."""
     summary = summarize(runs)
     with open(os.path.join(args.output_dir, f"{args.tag}_summary.json"), "w") as f:
-        json.dump({"command": command, "max_steps": max_steps, "wall_seconds_this_invocation": round(total, 1), "summary": summary}, f, indent=2)
+        json.dump(
+            {"command": command, "max_steps": max_steps, "wall_seconds_this_invocation": round(total, 1), "summary": summary}, f, indent=2
+        )
     text = table(summary)
     header = (
         f"Fashion-MNIST, {max_steps} pretraining steps of batch {args.batch_size} per run, VICReg weight "

@@ -61,9 +61,7 @@ logger = logging.getLogger("cjepa_hf.finetune")
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(
-        metadata={"help": "C-JEPA pretraining checkpoint or exported encoder: a folder or a Hub id."}
-    )
+    model_name_or_path: str = field(metadata={"help": "C-JEPA pretraining checkpoint or exported encoder: a folder or a Hub id."})
     base_model_name: str | None = field(
         default=None,
         metadata={"help": "Hub id of the base model for the model card, when model_name_or_path is a local folder."},
@@ -133,12 +131,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---------------------------------------------------------------- data
     dataset = load_labelled_dataset(
-        data_args.dataset_name, dataset_config_name=data_args.dataset_config_name, train_dir=data_args.train_dir,
-        validation_dir=data_args.validation_dir, cache_dir=model_args.cache_dir, token=model_args.token,
+        data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        train_dir=data_args.train_dir,
+        validation_dir=data_args.validation_dir,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
     )
     train_ds, eval_ds, eval_name = split_train_eval(
-        dataset, eval_split=data_args.eval_split, train_val_split=data_args.train_val_split,
-        label_column=data_args.label_column_name, seed=training_args.seed,
+        dataset,
+        eval_split=data_args.eval_split,
+        train_val_split=data_args.train_val_split,
+        label_column=data_args.label_column_name,
+        seed=training_args.seed,
     )
     check_columns(train_ds, data_args.image_column_name, data_args.label_column_name)
     labels = label_names(train_ds, data_args.label_column_name)
@@ -149,14 +154,24 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("%d training examples, %d evaluation examples (%s), %d classes", len(train_ds), len(eval_ds), eval_name, len(labels))
 
     # ---------------------------------------------------------------- model
-    hub_kwargs = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
-                      trust_remote_code=model_args.trust_remote_code)
+    hub_kwargs = dict(
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
+        token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code,
+    )
     config = AutoConfig.from_pretrained(
-        model_args.model_name_or_path, num_labels=len(labels), id2label=id2label, label2id=label2id,
-        finetuning_task="image-classification", **hub_kwargs,
+        model_args.model_name_or_path,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id=label2id,
+        finetuning_task="image-classification",
+        **hub_kwargs,
     )
     model = AutoModelForImageClassification.from_pretrained(
-        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         **hub_kwargs,
     )
 
@@ -166,8 +181,13 @@ def main(argv: list[str] | None = None) -> dict:
     # one falls back to the dataset-name rule (Fashion-MNIST padded, the rest resized).
     source = data_args.dataset_name if data_args.train_dir is None and data_args.validation_dir is None else None
     train_transform, eval_transform, image_processor = model_transforms(
-        model_args.model_name_or_path, config, source, scale=(data_args.min_crop_scale, 1.0),
-        hflip=data_args.random_flip, cache_dir=model_args.cache_dir, revision=model_args.model_revision,
+        model_args.model_name_or_path,
+        config,
+        source,
+        scale=(data_args.min_crop_scale, 1.0),
+        hflip=data_args.random_flip,
+        cache_dir=model_args.cache_dir,
+        revision=model_args.model_revision,
         token=model_args.token,
     )
     columns = (data_args.image_column_name, data_args.label_column_name)

@@ -107,11 +107,17 @@ def run(args: ProbeArguments) -> dict:
     torch.manual_seed(args.seed)
     dataset = load_labelled_dataset(
         None if (args.train_dir or args.validation_dir) else args.dataset_name,
-        dataset_config_name=args.dataset_config_name, train_dir=args.train_dir, validation_dir=args.validation_dir,
+        dataset_config_name=args.dataset_config_name,
+        train_dir=args.train_dir,
+        validation_dir=args.validation_dir,
     )
     train, test, eval_name = split_train_eval(
-        dataset, eval_split=_default_eval_split(dataset, args), train_split=args.train_split,
-        train_val_split=args.train_val_split, label_column=args.label_column_name, seed=args.seed,
+        dataset,
+        eval_split=_default_eval_split(dataset, args),
+        train_split=args.train_split,
+        train_val_split=args.train_val_split,
+        label_column=args.label_column_name,
+        seed=args.seed,
     )
     names = label_names(train, args.label_column_name)
     train = subsample(train, args.max_train_samples, args.seed)
@@ -150,12 +156,19 @@ def run(args: ProbeArguments) -> dict:
                 )
         key = {
             "model": os.path.abspath(args.model_name_or_path) if os.path.exists(args.model_name_or_path) else args.model_name_or_path,
-            "random_init": args.random_init, "last_n_layers": args.last_n_layers, "dataset": dataset_label,
-            "seed": args.seed, "transform": repr(transform),
+            "random_init": args.random_init,
+            "last_n_layers": args.last_n_layers,
+            "dataset": dataset_label,
+            "seed": args.seed,
+            "transform": repr(transform),
         }
         common = dict(
-            batch_size=args.batch_size, last_n_layers=args.last_n_layers, transform=transform, device=device,
-            num_workers=args.num_workers, **columns,
+            batch_size=args.batch_size,
+            last_n_layers=args.last_n_layers,
+            transform=transform,
+            device=device,
+            num_workers=args.num_workers,
+            **columns,
         )
         train_x, train_y = extract_features(model, train, cache_path=caches.get("train"), cache_key={**key, "split": "train"}, **common)
         test_x, test_y = extract_features(model, test, cache_path=caches.get("eval"), cache_key={**key, "split": eval_name}, **common)
@@ -164,14 +177,32 @@ def run(args: ProbeArguments) -> dict:
     start = time.time()
     weight_decays = [float(v) for v in args.weight_decays.split(",") if v.strip()]
     result = evaluate_features(
-        train_x, train_y, test_x, test_y, k=args.knn_k, temperature=args.knn_temperature,
-        weight_decays=weight_decays, holdout_fraction=args.holdout_fraction, optimizer=args.probe_optimizer,
-        max_iter=args.max_iter, epochs=args.epochs, seed=args.seed,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        k=args.knn_k,
+        temperature=args.knn_temperature,
+        weight_decays=weight_decays,
+        holdout_fraction=args.holdout_fraction,
+        optimizer=args.probe_optimizer,
+        max_iter=args.max_iter,
+        epochs=args.epochs,
+        seed=args.seed,
     )
     result.update(
-        method=method, model=args.model_name_or_path, dataset=dataset_label, train_split=args.train_split,
-        eval_split=eval_name, num_train=len(train_y), num_eval=len(test_y), num_classes=len(names), last_n_layers=args.last_n_layers,
-        extract_seconds=round(extract_s, 2), probe_seconds=round(time.time() - start, 2), args=asdict(args),
+        method=method,
+        model=args.model_name_or_path,
+        dataset=dataset_label,
+        train_split=args.train_split,
+        eval_split=eval_name,
+        num_train=len(train_y),
+        num_eval=len(test_y),
+        num_classes=len(names),
+        last_n_layers=args.last_n_layers,
+        extract_seconds=round(extract_s, 2),
+        probe_seconds=round(time.time() - start, 2),
+        args=asdict(args),
     )
     result["results"] = probe_results(result)  # what push_to_hub.py --results reads; [] for a baseline
     return result
@@ -191,9 +222,14 @@ def format_result(result: dict) -> str:
         f"{stats['effective_rank_centered']:.2f}",
     ]
     header = [
-        "features", "linear probe top-1 %", "chosen wd",
+        "features",
+        "linear probe top-1 %",
+        "chosen wd",
         *(f"k-NN {w} (k={result['knn_k']}) %" for w in result["knn"]),
-        "dims", "feature std", "eff. rank", "eff. rank (centred)",
+        "dims",
+        "feature std",
+        "eff. rank",
+        "eff. rank (centred)",
     ]
     title = f"{result['dataset']}: {result['num_train']} training examples, {result['num_eval']} in '{result['eval_split']}'"
     return title + "\n\n" + markdown_table(header, [row])

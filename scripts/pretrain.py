@@ -48,7 +48,9 @@ QUICKSTART = os.path.join(RECIPES, "quickstart-fashion-mnist.json")
 
 @dataclass
 class ModelArguments:
-    preset: str | None = field(default=None, metadata={"help": "vit-t16, vit-s16, vit-b16, vit-l16, vit-h14 (see CJEPAConfig.from_preset)."})
+    preset: str | None = field(
+        default=None, metadata={"help": "vit-t16, vit-s16, vit-b16, vit-l16, vit-h14 (see CJEPAConfig.from_preset)."}
+    )
     model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a saved CJEPAForPreTraining (folder or Hub id)."})
     config_overrides: str | None = field(
         default=None,
@@ -74,16 +76,20 @@ class DataArguments:
 class EvaluationArguments:
     eval_dataset: str | None = field(
         default=None,
-        metadata={"help": "Labelled source of the k-NN monitor (any --dataset form); with --eval_strategy steps "
-                  "it logs eval_knn_top1 every --eval_steps. Carve it from the TRAIN images to choose settings."},
+        metadata={
+            "help": "Labelled source of the k-NN monitor (any --dataset form); with --eval_strategy steps "
+            "it logs eval_knn_top1 every --eval_steps. Carve it from the TRAIN images to choose settings."
+        },
     )
     eval_split: str = field(default="train", metadata={"help": "Split of --eval_dataset."})
     eval_bank_size: int = field(default=5000, metadata={"help": "The first examples of the split: the k-NN memory bank."})
     eval_query_size: int = field(default=1000, metadata={"help": "The next examples: the queries."})
     final_eval_dataset: str | None = field(
         default=None,
-        metadata={"help": "Judge the encoder at the end on this labelled data set's test split (k-NN and linear probe "
-                  "against its random initialisation and raw pixels), e.g. fashion_mnist."},
+        metadata={
+            "help": "Judge the encoder at the end on this labelled data set's test split (k-NN and linear probe "
+            "against its random initialisation and raw pixels), e.g. fashion_mnist."
+        },
     )
     final_eval_train_samples: int | None = field(default=10_000, metadata={"help": "Train images for the final probes."})
     final_eval_test_samples: int | None = field(default=None, metadata={"help": "Test images (default: all)."})
@@ -94,8 +100,9 @@ PARSER_TYPES = (ModelArguments, DataArguments, EvaluationArguments, CJEPATrainin
 
 def _read_recipe(path: str) -> dict:
     if not os.path.exists(path):
-        raise FileNotFoundError(f"recipe {path!r} does not exist; recipes in {os.path.normpath(RECIPES)}: "
-                                f"{', '.join(sorted(os.listdir(RECIPES)))}")
+        raise FileNotFoundError(
+            f"recipe {path!r} does not exist; recipes in {os.path.normpath(RECIPES)}: {', '.join(sorted(os.listdir(RECIPES)))}"
+        )
     with open(path) as f:
         if path.endswith(".json"):
             values = json.load(f)
@@ -154,17 +161,31 @@ def main(argv: list[str] | None = None) -> dict:
     initial_encoder = copy.deepcopy(model.target_encoder) if eval_args.final_eval_dataset else None
     rank, world = training_args.process_index, training_args.world_size
     dataset = build_pretrain_dataset(
-        data_args.dataset, image_size=config.image_size, patch_size=config.patch_size, split=data_args.split,
-        image_column=data_args.image_column, label_column=data_args.label_column, streaming=data_args.streaming,
-        shuffle_buffer=data_args.shuffle_buffer, seed=training_args.seed, rank=rank, world_size=world,
+        data_args.dataset,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        split=data_args.split,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        streaming=data_args.streaming,
+        shuffle_buffer=data_args.shuffle_buffer,
+        seed=training_args.seed,
+        rank=rank,
+        world_size=world,
         token=data_args.token,
     )
     monitor = None
     if eval_args.eval_dataset:
         monitor = KNNMonitorSet(
-            eval_args.eval_dataset, image_size=config.image_size, patch_size=config.patch_size, split=eval_args.eval_split,
-            bank_size=eval_args.eval_bank_size, query_size=eval_args.eval_query_size, image_column=data_args.image_column,
-            label_column=data_args.label_column or "label", token=data_args.token,
+            eval_args.eval_dataset,
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            split=eval_args.eval_split,
+            bank_size=eval_args.eval_bank_size,
+            query_size=eval_args.eval_query_size,
+            image_column=data_args.image_column,
+            label_column=data_args.label_column or "label",
+            token=data_args.token,
         )
     elif training_args.eval_strategy != "no":
         raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs --eval_dataset (the k-NN monitor's labelled images)")
@@ -176,8 +197,13 @@ def main(argv: list[str] | None = None) -> dict:
     padded = pad_to == config.image_size
     processor = build_image_processor(config, resize=not padded)
     trainer = CJEPATrainer(
-        model=model, args=training_args, train_dataset=dataset, data_collator=collator, processing_class=processor,
-        eval_dataset=monitor, callbacks=[CurvesCallback()],
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        eval_dataset=monitor,
+        callbacks=[CurvesCallback()],
     )
     log_start_summary(trainer, config, data_args, eval_args)
 
@@ -193,10 +219,16 @@ def main(argv: list[str] | None = None) -> dict:
             from cjepa_hf.judge import judge_encoder, judgement_table
 
             judgement = judge_encoder(
-                model.target_encoder, initial_encoder, dataset=eval_args.final_eval_dataset, image_size=config.image_size,
-                pad_to=pad_to if padded else None, train_samples=eval_args.final_eval_train_samples,
-                test_samples=eval_args.final_eval_test_samples, knn_k=training_args.knn_k,
-                knn_temperature=training_args.knn_temperature, seed=training_args.seed,
+                model.target_encoder,
+                initial_encoder,
+                dataset=eval_args.final_eval_dataset,
+                image_size=config.image_size,
+                pad_to=pad_to if padded else None,
+                train_samples=eval_args.final_eval_train_samples,
+                test_samples=eval_args.final_eval_test_samples,
+                knn_k=training_args.knn_k,
+                knn_temperature=training_args.knn_temperature,
+                seed=training_args.seed,
             )
             summary["evaluation"] = judgement
             print(f"\nThe encoder judged on {eval_args.final_eval_dataset} (test split):\n\n{judgement_table(judgement)}\n")
@@ -237,9 +269,20 @@ def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: Dat
     logger.info(
         "C-JEPA pretraining: encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; data %s [%s]; "
         "%d steps x global batch %d (%d per device x %d accumulation x %d processes) = %s; online probe %s; k-NN monitor %s",
-        encoder / 1e6, trainable / 1e6, config.image_size, config.image_size, config.patch_size, data_args.dataset,
-        data_args.split, args.max_steps, global_batch, args.per_device_train_batch_size, args.gradient_accumulation_steps,
-        args.world_size, epochs, "on" if trainer.online_probe is not None else "off",
+        encoder / 1e6,
+        trainable / 1e6,
+        config.image_size,
+        config.image_size,
+        config.patch_size,
+        data_args.dataset,
+        data_args.split,
+        args.max_steps,
+        global_batch,
+        args.per_device_train_batch_size,
+        args.gradient_accumulation_steps,
+        args.world_size,
+        epochs,
+        "on" if trainer.online_probe is not None else "off",
         f"{eval_args.eval_dataset}[{eval_args.eval_split}] every {args.eval_steps} steps" if eval_args.eval_dataset else "off",
     )
 
@@ -257,8 +300,15 @@ def export_encoder(run_dir: str, encoder_dir: str, data_args: DataArguments, eva
         protocol = evaluation["protocol"]
         dataset = "zalando-datasets/fashion_mnist" if is_fashion_mnist(protocol["dataset"]) else protocol["dataset"]
         results = [
-            {"task": "image-classification", "dataset": dataset, "dataset_name": protocol["dataset"], "split": protocol["test_split"],
-             "metric": "accuracy", "value": evaluation["trained"][key], "protocol": name}
+            {
+                "task": "image-classification",
+                "dataset": dataset,
+                "dataset_name": protocol["dataset"],
+                "split": protocol["test_split"],
+                "metric": "accuracy",
+                "value": evaluation["trained"][key],
+                "protocol": name,
+            }
             for key, name in (("linear_top1", "linear probe"), ("knn_top1", "k-NN"))
         ]
         extra = (
@@ -270,8 +320,12 @@ def export_encoder(run_dir: str, encoder_dir: str, data_args: DataArguments, eva
     if os.path.isdir(encoder_dir):
         shutil.rmtree(encoder_dir)  # this run's previous export (a resumed run exports again)
     export_release(
-        run_dir, encoder_dir, model_name=os.path.basename(os.path.normpath(run_dir)), results=results,
-        datasets=[data_args.dataset], extra_text=extra,
+        run_dir,
+        encoder_dir,
+        model_name=os.path.basename(os.path.normpath(run_dir)),
+        results=results,
+        datasets=[data_args.dataset],
+        extra_text=extra,
         compute={"hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU", "wall_time_s": round(wall, 1)},
     )
 

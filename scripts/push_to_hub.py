@@ -31,16 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="a saved CJEPAForPreTraining folder (Trainer checkpoint)")
     parser.add_argument("--output", required=True, help="new (or empty) folder for the release")
     parser.add_argument("--repo-id", required=True, help="Hub repo id, e.g. me/cjepa-vitb16 (also the card's model name)")
-    parser.add_argument("--results", help="JSON list of measured results (see cjepa_hf.hub.to_eval_result), or the "
-                        "JSON of scripts/linear_probe.py --output; accuracies are fractions in [0, 1]")
-    parser.add_argument("--training-args", help="JSON of the run's training arguments (default: training_args.json "
-                        "next to the checkpoint; training_args.bin is never unpickled)")
+    parser.add_argument(
+        "--results",
+        help="JSON list of measured results (see cjepa_hf.hub.to_eval_result), or the "
+        "JSON of scripts/linear_probe.py --output; accuracies are fractions in [0, 1]",
+    )
+    parser.add_argument(
+        "--training-args",
+        help="JSON of the run's training arguments (default: training_args.json "
+        "next to the checkpoint; training_args.bin is never unpickled)",
+    )
     parser.add_argument("--dataset", action="append", help="Hub id of the pretraining dataset (repeatable)")
     parser.add_argument("--base-model", help="Hub id of the model this run started from, if any")
     parser.add_argument("--variant", choices=sorted(load_variants()), help="model-card variant (default: from the geometry)")
     parser.add_argument("--license", help="license id (default: the variant's)")
-    parser.add_argument("--image-processor", help="preprocessor_config.json (or its folder) the release carries "
-                        "(default: the one the run saved with the checkpoint or in its output folder)")
+    parser.add_argument(
+        "--image-processor",
+        help="preprocessor_config.json (or its folder) the release carries "
+        "(default: the one the run saved with the checkpoint or in its output folder)",
+    )
     parser.add_argument("--hardware", help="what the run trained on, for the card, e.g. '8 x NVIDIA A100 80GB'")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--commit-message", default="Upload C-JEPA release (target encoder, remote code, model card)")

@@ -101,7 +101,8 @@ def run_command(spec: dict, name: str, seed: int, code_dir: str, work_dir: str, 
         from cjepa_hf.configuration_cjepa import parse_config_overrides
 
         values["config_overrides"] = {
-            **parse_config_overrides(common["config_overrides"]), **parse_config_overrides(own["config_overrides"])
+            **parse_config_overrides(common["config_overrides"]),
+            **parse_config_overrides(own["config_overrides"]),
         }
     return [python, os.path.join(code_dir, "scripts", "pretrain.py"), recipe, *flags(values)]
 
@@ -128,17 +129,28 @@ def _commit_record(path: str, message: str) -> None:
 # ============================================================================ running
 
 
-def make_record(spec: dict, name: str, seed: int, command: list[str], output_dir: str, wall: float, code_commit: str | None, load: list[float]) -> dict:
+def make_record(
+    spec: dict, name: str, seed: int, command: list[str], output_dir: str, wall: float, code_commit: str | None, load: list[float]
+) -> dict:
     with open(os.path.join(output_dir, "pretrain_summary.json")) as f:
         summary = json.load(f)
     online = summary.get("online_eval", [])
     metric = spec["metric"]
     record = {
-        "name": name, "seed": seed, "overrides": spec["runs"][name], "common": spec["common"], "recipe": spec["recipe"],
-        "command": " ".join(shlex.quote(c) for c in command), "code_commit": code_commit,
-        "wall_seconds": round(wall, 1), "train_seconds": round(summary.get("wall_time_s", float("nan")), 1),
-        "load_average_1min": load, "global_step": summary.get("global_step"),
-        "metric": metric, "value": online[-1].get(metric) if online else None, "online_eval": online,
+        "name": name,
+        "seed": seed,
+        "overrides": spec["runs"][name],
+        "common": spec["common"],
+        "recipe": spec["recipe"],
+        "command": " ".join(shlex.quote(c) for c in command),
+        "code_commit": code_commit,
+        "wall_seconds": round(wall, 1),
+        "train_seconds": round(summary.get("wall_time_s", float("nan")), 1),
+        "load_average_1min": load,
+        "global_step": summary.get("global_step"),
+        "metric": metric,
+        "value": online[-1].get(metric) if online else None,
+        "online_eval": online,
         "last_log": summary.get("last_log"),
     }
     if "evaluation" in summary:
@@ -150,14 +162,28 @@ def run_sweep(spec: dict, args: argparse.Namespace) -> None:
     os.makedirs(args.records, exist_ok=True)
     code_commit = _git_commit(args.code_dir)
     todo = [
-        (name, seed) for seed in spec["seeds"] for name in spec["runs"]
+        (name, seed)
+        for seed in spec["seeds"]
+        for name in spec["runs"]
         if not os.path.exists(os.path.join(args.records, f"{name}-seed{seed}.json"))
     ]
-    logger.info("%s: %d runs to do (%d with records), %d at a time, code %s at %s", spec["name"], len(todo),
-                len(spec["runs"]) * len(spec["seeds"]) - len(todo), args.parallel, args.code_dir, code_commit)
+    logger.info(
+        "%s: %d runs to do (%d with records), %d at a time, code %s at %s",
+        spec["name"],
+        len(todo),
+        len(spec["runs"]) * len(spec["seeds"]) - len(todo),
+        args.parallel,
+        args.code_dir,
+        code_commit,
+    )
     threads = str(args.threads_per_run)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONPATH": os.path.join(args.code_dir, "src"),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONPATH": os.path.join(args.code_dir, "src"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     running: dict[subprocess.Popen, tuple] = {}
     failures = []
     while todo or running:
@@ -180,8 +206,16 @@ def run_sweep(spec: dict, args: argparse.Namespace) -> None:
                 failures.append((name, seed, proc.returncode))
                 logger.error("%s seed %d failed (exit %d); see %s", name, seed, proc.returncode, os.path.join(output_dir, "sweep_run.log"))
                 continue
-            record = make_record(spec, name, seed, command, output_dir, time.time() - start, code_commit,
-                                 [round(load_before, 2), round(os.getloadavg()[0], 2)])
+            record = make_record(
+                spec,
+                name,
+                seed,
+                command,
+                output_dir,
+                time.time() - start,
+                code_commit,
+                [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            )
             path = os.path.join(args.records, f"{name}-seed{seed}.json")
             with open(path, "w") as f:
                 json.dump(record, f, indent=1)
@@ -224,7 +258,8 @@ def summarize(spec: dict, records: list[dict]) -> dict[str, dict]:
         if not group:
             continue
         entry = {
-            "seeds": [r["seed"] for r in group], "overrides": spec["runs"][name],
+            "seeds": [r["seed"] for r in group],
+            "overrides": spec["runs"][name],
             spec["metric"]: _stats([r["value"] for r in group]),
             "train_seconds": _stats([r.get("train_seconds") for r in group]),
         }
@@ -275,11 +310,18 @@ def table(spec: dict, summary: dict[str, dict]) -> str:
     for name, s in summary.items():
         row = [name, ", ".join(map(str, s["seeds"])), _pm(s.get(metric)), _values(s.get(metric))]
         if judged:
-            row += [_pm(s.get("linear_probe")), _values(s.get("linear_probe")), _pm(s.get("knn_dino")),
-                    _values(s.get("knn_dino")), _pm(s.get("effective_rank_centered"), 1.0)]
+            row += [
+                _pm(s.get("linear_probe")),
+                _values(s.get("linear_probe")),
+                _pm(s.get("knn_dino")),
+                _values(s.get("knn_dino")),
+                _pm(s.get("effective_rank_centered"), 1.0),
+            ]
         train = s.get("train_seconds")
-        row += [f"{train['mean'] / 60:.1f}" if train and train["mean"] is not None else "-",
-                "`" + json.dumps(s["overrides"]) + "`" if "overrides" in s else "-"]
+        row += [
+            f"{train['mean'] / 60:.1f}" if train and train["mean"] is not None else "-",
+            "`" + json.dumps(s["overrides"]) + "`" if "overrides" in s else "-",
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -299,8 +341,9 @@ def plot_online_knn(spec: dict, records: list[dict], path: str) -> str | None:
     for i, name in enumerate(names):
         for j, record in enumerate(sorted((r for r in records if r["name"] == name), key=lambda r: r["seed"])):
             points = [(e["step"], 100 * e[spec["metric"]]) for e in record["online_eval"] if spec["metric"] in e]
-            ax.plot(*zip(*points), color=cmap(i), alpha=0.85, lw=1.4, marker="." if len(points) < 30 else None,
-                    label=name if j == 0 else None)
+            ax.plot(
+                *zip(*points), color=cmap(i), alpha=0.85, lw=1.4, marker="." if len(points) < 30 else None, label=name if j == 0 else None
+            )
     ax.set_xlabel("pretraining step")
     ax.set_ylabel(f"{spec['metric']} (%), validation images from the train split")
     ax.set_title(f"{spec['name']}: online k-NN during pretraining")
@@ -341,13 +384,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--commit", action="store_true", help="git-commit each record as soon as it is written")
     parser.add_argument("--summarize_only", action="store_true")
     parser.add_argument(
-        "--calibrate_seconds", type=float, default=None,
+        "--calibrate_seconds",
+        type=float,
+        default=None,
         help="set max_steps so that each run trains for about this many seconds, from a short timed run of the "
         "first run's settings (the same steps for every run; recorded in the summary)",
     )
     parser.add_argument("--calibration_steps", type=int, default=40, help="steps of the timed calibration run")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a value of the spec's common flags (repeatable; the value is read as JSON when it parses), "
         "e.g. --set max_steps=2000: the records say so",
     )
@@ -382,8 +430,17 @@ def calibrate(spec: dict, args: argparse.Namespace) -> int:
     if not args.calibrate_seconds > 0:
         raise ValueError(f"--calibrate_seconds must be > 0, got {args.calibrate_seconds}")
     name = next(iter(spec["runs"]))
-    probe = {**spec, "common": {**spec["common"], "max_steps": args.calibration_steps, "eval_strategy": "no",
-                                "eval_on_start": False, "final_eval_dataset": "", "save_strategy": "no"}}
+    probe = {
+        **spec,
+        "common": {
+            **spec["common"],
+            "max_steps": args.calibration_steps,
+            "eval_strategy": "no",
+            "eval_on_start": False,
+            "final_eval_dataset": "",
+            "save_strategy": "no",
+        },
+    }
     command = run_command(probe, name, 0, args.code_dir, os.path.join(args.work_dir, "_calibration"), args.python)
     threads = str(args.threads_per_run)
     env = {**os.environ, "PYTHONPATH": os.path.join(args.code_dir, "src"), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -394,8 +451,14 @@ def calibrate(spec: dict, args: argparse.Namespace) -> int:
         summary = json.load(f)
     per_second = summary["global_step"] / summary["train_runtime"]
     steps = max(1, int(args.calibrate_seconds * per_second))
-    spec["calibration"] = {"run": name, "steps": summary["global_step"], "train_runtime_s": summary["train_runtime"],
-                           "steps_per_second": per_second, "seconds_per_run": args.calibrate_seconds, "max_steps": steps}
+    spec["calibration"] = {
+        "run": name,
+        "steps": summary["global_step"],
+        "train_runtime_s": summary["train_runtime"],
+        "steps_per_second": per_second,
+        "seconds_per_run": args.calibrate_seconds,
+        "max_steps": steps,
+    }
     logger.info("calibration: %.2f steps/s -> max_steps %d for %.0f s per run", per_second, steps, args.calibrate_seconds)
     return steps
 

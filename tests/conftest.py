@@ -64,7 +64,7 @@ def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         assert "cjepa_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({os.path.join(str(workdir), 'io.pt')!r})
+        io = torch.load({os.path.join(str(workdir), "io.pt")!r})
         with torch.no_grad():
             out = model(io["x"]).pooler_output
         print("MAXDIFF", (out - io["expected"]).abs().max().item(), type(model).__name__)
@@ -73,5 +73,5 @@ def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": os.path.join(str(workdir), "modules")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("MAXDIFF")][0]
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("MAXDIFF")][0]
     assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"

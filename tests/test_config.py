@@ -71,8 +71,7 @@ EXPECTED = {
 def test_presets_build_with_paper_sizes(name):
     width, depth, heads, pred_depth, millions = EXPECTED[name]
     c = CJEPAConfig.from_preset(name)
-    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.predictor_num_hidden_layers) == (
-        width, depth, heads, pred_depth)
+    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.predictor_num_hidden_layers) == (width, depth, heads, pred_depth)
     with torch.device("meta"):
         encoder = CJEPAModel(c)
         full = CJEPAForPreTraining(c)
@@ -81,8 +80,7 @@ def test_presets_build_with_paper_sizes(name):
     # the pretraining model holds two encoders, the predictor and the projector; only
     # the context encoder, predictor and projector are trainable
     trainable = sum(p.numel() for p in full.parameters() if p.requires_grad)
-    assert trainable == count + sum(p.numel() for p in full.predictor.parameters()) + sum(
-        p.numel() for p in full.projector.parameters())
+    assert trainable == count + sum(p.numel() for p in full.predictor.parameters()) + sum(p.numel() for p in full.projector.parameters())
 
 
 def test_all_presets_listed():

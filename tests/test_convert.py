@@ -8,8 +8,16 @@ from cjepa_hf.convert import from_ijepa_model, load_strict, to_ijepa_model
 
 def _ijepa(**kw):
     torch.manual_seed(0)
-    config = IJepaConfig(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
-                         intermediate_size=96, layer_norm_eps=1e-6, **kw)
+    config = IJepaConfig(
+        image_size=32,
+        patch_size=4,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=96,
+        layer_norm_eps=1e-6,
+        **kw,
+    )
     return IJepaModel(config).eval()
 
 
@@ -26,8 +34,9 @@ def test_ijepa_to_cjepa_parity(attn):
 
 def test_cjepa_to_ijepa_parity_and_round_trip():
     torch.manual_seed(1)
-    model = CJEPAModel(CJEPAConfig(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=3,
-                                   num_attention_heads=4, min_keep=4)).eval()
+    model = CJEPAModel(
+        CJEPAConfig(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, min_keep=4)
+    ).eval()
     ijepa = to_ijepa_model(model).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -48,8 +57,7 @@ def test_ijepa_with_pooler_and_saved_folder(tmp_path):
 
 
 def test_shape_mismatch_lists_every_bad_key():
-    model = CJEPAModel(CJEPAConfig(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=1,
-                                   num_attention_heads=4, min_keep=4))
+    model = CJEPAModel(CJEPAConfig(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, min_keep=4))
     state = model.state_dict()
     state["layernorm.weight"] = torch.ones(7)
     state.pop("layers.0.mlp.fc1.bias")

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_masks
 from huggingface_hub import ModelCard
 from transformers import AutoModel, IJepaConfig, IJepaModel
 
 from cjepa_hf import CJEPAForPreTraining
 from cjepa_hf.convert import from_official_checkpoint, load_official_checkpoint
 from cjepa_hf.modeling_cjepa import REMOTE_CODE_FILES
-
-from conftest import random_masks
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, DEPTH, HEADS, PATCH, IMAGE = 32, 2, 4, 4, 32
@@ -165,7 +164,7 @@ def ref_predictor(state, context, context_idx, target_idx):
             for i in range(PRED_DEPTH):
                 x = ref_block(x, sd, f"predictor_blocks.{i}.", HEADS)
             x = F.layer_norm(x, (PRED_WIDTH,), sd["predictor_norm.weight"], sd["predictor_norm.bias"], 1e-6)
-            out[b, m] = F.linear(x[0, len(ctx):], sd["predictor_proj.weight"], sd["predictor_proj.bias"])
+            out[b, m] = F.linear(x[0, len(ctx) :], sd["predictor_proj.weight"], sd["predictor_proj.bias"])
     return out
 
 
@@ -201,10 +200,22 @@ def test_official_checkpoint_matches_reference_forward():
 
 def test_script_converts_official_checkpoint(tmp_path, checkpoint_file, capsys):
     out = tmp_path / "converted"
-    rc = convert_script.main([
-        "--checkpoint", str(checkpoint_file), "--output", str(out), "--num-heads", str(HEADS),
-        "--repo-id", "me/ijepa-tiny", "--dataset", "ILSVRC/imagenet-1k", "--base-model", "facebook/ijepa_vith14_1k",
-    ])
+    rc = convert_script.main(
+        [
+            "--checkpoint",
+            str(checkpoint_file),
+            "--output",
+            str(out),
+            "--num-heads",
+            str(HEADS),
+            "--repo-id",
+            "me/ijepa-tiny",
+            "--dataset",
+            "ILSVRC/imagenet-1k",
+            "--base-model",
+            "facebook/ijepa_vith14_1k",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     checkpoint = torch.load(checkpoint_file, weights_only=True)
     pixels, context, target = _inputs(seed=1)
@@ -215,7 +226,9 @@ def test_script_converts_official_checkpoint(tmp_path, checkpoint_file, capsys):
     with torch.no_grad():
         ref_ctx = ref_encoder(checkpoint["encoder"], pixels, keep=context)
         assert _max_diff(model.target_encoder(pixels).last_hidden_state, ref_encoder(checkpoint["target_encoder"], pixels)) < 1e-5
-        assert _max_diff(model(pixels, context, target).predictions, ref_predictor(checkpoint["predictor"], ref_ctx, context, target)) < 1e-5
+        assert (
+            _max_diff(model(pixels, context, target).predictions, ref_predictor(checkpoint["predictor"], ref_ctx, context, target)) < 1e-5
+        )
 
     # the release is the official *target* encoder, safetensors only
     files = sorted(os.listdir(out / "release"))
@@ -240,8 +253,17 @@ def test_script_converts_official_checkpoint(tmp_path, checkpoint_file, capsys):
 
 def test_script_converts_transformers_ijepa_model(tmp_path, capsys):
     torch.manual_seed(0)
-    ijepa = IJepaModel(IJepaConfig(image_size=IMAGE, patch_size=PATCH, hidden_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, intermediate_size=96, layer_norm_eps=1e-6)).eval()
+    ijepa = IJepaModel(
+        IJepaConfig(
+            image_size=IMAGE,
+            patch_size=PATCH,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=96,
+            layer_norm_eps=1e-6,
+        )
+    ).eval()
     ijepa.save_pretrained(tmp_path / "ijepa")
     out = tmp_path / "converted"
     rc = convert_script.main(["--ijepa-model", str(tmp_path / "ijepa"), "--output", str(out)])

@@ -22,13 +22,13 @@ import multiprocessing
 import random
 import tarfile
 
+import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
-import datasets
 from cjepa_hf import data
 from cjepa_hf.masking import MaskCollator
 
@@ -101,10 +101,7 @@ def parquet_dir(tmp_path_factory) -> str:
     rng = np.random.default_rng(0)
     for shard in range(NUM_SHARDS):
         ids = list(range(shard * PER_SHARD, (shard + 1) * PER_SHARD))
-        images = [
-            {"bytes": png_bytes(noise_image(rng, int(rng.integers(36, 64)), int(rng.integers(32, 48)))), "path": None}
-            for _ in ids
-        ]
+        images = [{"bytes": png_bytes(noise_image(rng, int(rng.integers(36, 64)), int(rng.integers(32, 48)))), "path": None} for _ in ids]
         write_parquet(str(root / f"train-{shard:05d}-of-{NUM_SHARDS:05d}.parquet"), images, ids)
     return str(root)
 
@@ -312,9 +309,7 @@ def test_pad_to_size_centres_on_the_fill_value():
 
 # ----------------------------------------------------------------------------- streaming
 def test_parquet_stream_through_two_workers_sees_every_example_once_and_reshuffles(parquet_dir):
-    stream = data.build_pretrain_dataset(
-        parquet_dir, image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=16, seed=3
-    )
+    stream = data.build_pretrain_dataset(parquet_dir, image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=16, seed=3)
     assert isinstance(stream, torch.utils.data.IterableDataset) and stream.num_shards == NUM_SHARDS
     epoch0, skipped, pixels = collect(stream, num_workers=2)
     assert sorted(epoch0) == list(range(NUM_IMAGES)) and skipped == 0
@@ -344,8 +339,13 @@ def test_parquet_stream_split_over_two_ranks_is_a_partition(parquet_dir):
     seen = []
     for rank in range(2):
         stream = data.build_pretrain_dataset(
-            parquet_dir + "/*.parquet", image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=16, seed=1,
-            rank=rank, world_size=2,
+            parquet_dir + "/*.parquet",
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH,
+            shuffle_buffer=16,
+            seed=1,
+            rank=rank,
+            world_size=2,
         )
         assert stream.num_shards == NUM_SHARDS // 2
         labels, _, _ = collect(stream, num_workers=2 if rank == 0 else 0)
@@ -357,7 +357,12 @@ def test_parquet_stream_split_over_two_ranks_is_a_partition(parquet_dir):
 def _run_rank(parquet_dir: str, rank: int, world_size: int, out_path: str) -> None:
     """One training process: its own rank's stream, 2 DataLoader workers, 2 epochs."""
     stream = data.build_pretrain_dataset(
-        parquet_dir, image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=16, seed=0, rank=rank,
+        parquet_dir,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH,
+        shuffle_buffer=16,
+        seed=0,
+        rank=rank,
         world_size=world_size,
     )
     loader = torch.utils.data.DataLoader(stream, batch_size=5, num_workers=2)
@@ -373,10 +378,7 @@ def test_parquet_stream_in_two_real_processes(parquet_dir, tmp_path):
     # Two OS processes, one per rank, as torchrun would start them; forked rather than
     # spawned so that they do not pay the torch/datasets/transformers imports again (~5 s each).
     ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(target=_run_rank, args=(parquet_dir, rank, 2, str(tmp_path / f"rank{rank}.json")))
-        for rank in range(2)
-    ]
+    procs = [ctx.Process(target=_run_rank, args=(parquet_dir, rank, 2, str(tmp_path / f"rank{rank}.json"))) for rank in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -394,7 +396,11 @@ def test_imagefolder_stream_labels_from_folders_and_exactly_once(imagefolder_dir
     expected = {i: (0 if i < 12 else 1) for i in range(24)}
     for rank, world_size, num_workers in ((0, 1, 2), (0, 2, 0), (1, 2, 2)):
         stream = data.build_pretrain_dataset(
-            imagefolder_dir, image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=8, rank=rank,
+            imagefolder_dir,
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH,
+            shuffle_buffer=8,
+            rank=rank,
             world_size=world_size,
         )
         labels, skipped, pixels = collect(stream, num_workers=num_workers, batch_size=4)
@@ -406,7 +412,11 @@ def test_imagefolder_stream_labels_from_folders_and_exactly_once(imagefolder_dir
             assert sorted(ids) == list(range(24))
         else:
             other = data.build_pretrain_dataset(
-                imagefolder_dir, image_size=IMAGE_SIZE, patch_size=PATCH, shuffle_buffer=8, rank=1 - rank,
+                imagefolder_dir,
+                image_size=IMAGE_SIZE,
+                patch_size=PATCH,
+                shuffle_buffer=8,
+                rank=1 - rank,
                 world_size=2,
             )
             _, _, other_pixels = collect(other)
@@ -486,7 +496,11 @@ def test_bad_records_are_skipped_counted_and_good_odd_modes_delivered(bad_record
 
     assert data.BAD_RECORDS.count == NUM_BAD
     assert data.BAD_RECORDS.by_reason == {
-        "undecodable": 1, "truncated": 2, "missing": 1, "too_small": 1, "missing_file": 1,
+        "undecodable": 1,
+        "truncated": 2,
+        "missing": 1,
+        "too_small": 1,
+        "missing_file": 1,
     }
     assert any("bad records skipped so far" in r.getMessage() for r in caplog.records)
 
@@ -514,9 +528,7 @@ def test_bad_records_counted_through_dataloader_workers(bad_records_dir):
 
 def test_a_source_that_is_all_bad_raises_instead_of_spinning(tmp_path):
     write_parquet(str(tmp_path / "bad.parquet"), [None] * 6, list(range(6)))
-    stream = data.build_pretrain_dataset(
-        str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, max_consecutive_bad=5, train=False
-    )
+    stream = data.build_pretrain_dataset(str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, max_consecutive_bad=5, train=False)
     with pytest.raises(RuntimeError, match="5 consecutive bad records"):
         list(stream)
 
@@ -582,9 +594,7 @@ def test_fashion_mnist_pads_28_to_32_for_evaluation_and_streams_for_training():
 
 def test_stream_feeds_the_mask_collator_and_the_skip_count_survives_collation(bad_records_dir, tiny_config):
     root, kinds = bad_records_dir
-    stream = data.build_pretrain_dataset(
-        root, image_size=tiny_config.image_size, patch_size=tiny_config.patch_size, shuffle_buffer=4
-    )
+    stream = data.build_pretrain_dataset(root, image_size=tiny_config.image_size, patch_size=tiny_config.patch_size, shuffle_buffer=4)
     loader = torch.utils.data.DataLoader(stream, batch_size=2, collate_fn=MaskCollator(tiny_config), num_workers=2)
     batches = list(loader)
     assert sum(int(b["num_skipped"]) for b in batches) == NUM_BAD  # the 2x2 image is below patch 4 too
@@ -622,14 +632,14 @@ def test_resume_at_continues_an_epoch_without_repeats_or_losses(bad_records_dir,
     root, kinds = bad_records_dir
 
     def stream():
-        s = data.build_pretrain_dataset(root, image_size=tiny_config.image_size, patch_size=tiny_config.patch_size,
-                                        shuffle_buffer=4, seed=5)
+        s = data.build_pretrain_dataset(
+            root, image_size=tiny_config.image_size, patch_size=tiny_config.patch_size, shuffle_buffer=4, seed=5
+        )
         s.set_epoch(1)
         return s
 
     def loader(s):
-        return torch.utils.data.DataLoader(s, batch_size=2, collate_fn=MaskCollator(tiny_config),
-                                           num_workers=num_workers)
+        return torch.utils.data.DataLoader(s, batch_size=2, collate_fn=MaskCollator(tiny_config), num_workers=num_workers)
 
     full = list(loader(stream()))
     assert sum(int(b["num_skipped"]) for b in full) == NUM_BAD
@@ -754,9 +764,7 @@ def test_too_large_records_are_counted_as_bad_through_build_pretrain_dataset(tmp
     images = [Image.new("RGB", (64, 64), (i, i, i)) for i in range(4)] + [Image.new("RGB", (128, 128))] * 2
     write_parquet(str(tmp_path / "mixed.parquet"), [png_bytes(im) for im in images], list(range(6)))
     data.BAD_RECORDS.reset()
-    stream = data.build_pretrain_dataset(
-        str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, train=False, max_image_pixels=64 * 64
-    )
+    stream = data.build_pretrain_dataset(str(tmp_path), image_size=IMAGE_SIZE, patch_size=PATCH, train=False, max_image_pixels=64 * 64)
     examples = list(stream)
     assert sorted(e["label"] for e in examples) == [0, 1, 2, 3]
     assert sum(e["num_skipped"] for e in examples) == 2

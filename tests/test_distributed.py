@@ -14,8 +14,23 @@ HERE = os.path.dirname(__file__)
 def ddp_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29517", os.path.join(HERE, "helpers", "ddp_check.py"), str(out)]
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        os.path.join(HERE, "helpers", "ddp_check.py"),
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -40,7 +55,7 @@ def test_trainer_on_two_processes_keeps_ranks_identical(ddp_result):
     assert r["world_size"] == 2 and r["ddp_wrapped"] == "DistributedDataParallel"
     assert r["rank_weight_max_diff"] == 0.0
     assert r["ema_moved"]
-    assert len(r["logged"]) == 2 and all(l["vicreg_variance"] > 0 for l in r["logged"])
+    assert len(r["logged"]) == 2 and all(h["vicreg_variance"] > 0 for h in r["logged"])
 
 
 def test_online_probe_and_knn_monitor_on_two_processes(ddp_result):

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import TINY
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 60, 210)}
@@ -150,12 +149,39 @@ def test_finetune_script_on_image_folder_reports_offline_accuracy(start, pretrai
     base = pretraining_dir if start == "pretraining checkpoint" else encoder_dir
     out = str(tmp_path / "finetuned")
     finetune = load_script("finetune")
-    results = finetune.main([
-        "--model_name_or_path", base, "--train_dir", train_dir, "--train_val_split", "0.2",
-        "--output_dir", out, "--do_train", "--do_eval", "--max_steps", "4", "--per_device_train_batch_size", "8",
-        "--per_device_eval_batch_size", "16", "--learning_rate", "1e-3", "--save_strategy", "no", "--report_to", "none",
-        "--use_cpu", "--seed", "0", "--disable_tqdm", "true", "--dataloader_num_workers", "0",
-    ])
+    results = finetune.main(
+        [
+            "--model_name_or_path",
+            base,
+            "--train_dir",
+            train_dir,
+            "--train_val_split",
+            "0.2",
+            "--output_dir",
+            out,
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "8",
+            "--per_device_eval_batch_size",
+            "16",
+            "--learning_rate",
+            "1e-3",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "--seed",
+            "0",
+            "--disable_tqdm",
+            "true",
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     with open(os.path.join(out, "all_results.json")) as f:
         saved = json.load(f)
     assert saved["eval_accuracy"] == pytest.approx(results["eval_accuracy"])
@@ -235,9 +261,7 @@ def test_weight_decay_is_chosen_without_the_evaluation_labels():
     with pytest.raises(ValueError, match="holdout_fraction"):
         train_linear_probe(train_x, train_y, val_x, val_y, holdout_fraction=1.0)
 
-    adamw = train_linear_probe(
-        train_x, train_y, val_x, val_y, weight_decays=(1e-4, 1e-2), optimizer="adamw", epochs=50, lr=0.05
-    )
+    adamw = train_linear_probe(train_x, train_y, val_x, val_y, weight_decays=(1e-4, 1e-2), optimizer="adamw", epochs=50, lr=0.05)
     assert adamw["optimizer"] == "adamw" and adamw["accuracy"] > 0.8
 
 
@@ -247,8 +271,20 @@ def test_linear_probe_script_on_image_folders(pretraining_dir, toy_folders, tmp_
     output = str(tmp_path / "probe.json")
     cache_dir = str(tmp_path / "features")
     argv = [
-        "--model_name_or_path", pretraining_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
-        "--feature_cache_dir", cache_dir, "--output", output, "--batch_size", "16", "--knn_k", "5",
+        "--model_name_or_path",
+        pretraining_dir,
+        "--train_dir",
+        train_dir,
+        "--validation_dir",
+        val_dir,
+        "--feature_cache_dir",
+        cache_dir,
+        "--output",
+        output,
+        "--batch_size",
+        "16",
+        "--knn_k",
+        "5",
     ]
     result = probe.main(argv)
     with open(output) as f:
@@ -310,8 +346,22 @@ def test_linear_probe_uses_the_model_folders_processor_for_an_image_folder(padde
     train_dir, val_dir = small_image_folders
     probe = load_script("linear_probe")
     cache_dir = tmp_path / "features"
-    probe.main(["--model_name_or_path", padded_model_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
-                "--feature_cache_dir", str(cache_dir), "--batch_size", "8", "--knn_k", "3"])
+    probe.main(
+        [
+            "--model_name_or_path",
+            padded_model_dir,
+            "--train_dir",
+            train_dir,
+            "--validation_dir",
+            val_dir,
+            "--feature_cache_dir",
+            str(cache_dir),
+            "--batch_size",
+            "8",
+            "--knn_k",
+            "3",
+        ]
+    )
     cached = torch.load(cache_dir / "eval-pretrained-last1-n9-seed0.pt", weights_only=True)["features"]
     images = load_labelled_dataset(train_dir=train_dir, validation_dir=val_dir)["validation"]["image"]
     assert images[0].size == (28, 28)
@@ -334,12 +384,33 @@ def test_finetune_uses_the_model_folders_processor_for_an_image_folder(padded_mo
     assert (expected[:, :2] == expected[:, :2, :1]).all()  # the padded border is one colour (black, normalised)
 
     out = tmp_path / "ft"
-    load_script("finetune").main([
-        "--model_name_or_path", padded_model_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
-        "--output_dir", str(out), "--do_train", "--do_eval", "--max_steps", "1", "--per_device_train_batch_size", "6",
-        "--save_strategy", "no", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true",
-        "--dataloader_num_workers", "0",
-    ])
+    load_script("finetune").main(
+        [
+            "--model_name_or_path",
+            padded_model_dir,
+            "--train_dir",
+            train_dir,
+            "--validation_dir",
+            val_dir,
+            "--output_dir",
+            str(out),
+            "--do_train",
+            "--do_eval",
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "6",
+            "--save_strategy",
+            "no",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "--disable_tqdm",
+            "true",
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     saved = json.loads((out / "preprocessor_config.json").read_text())
     source = json.loads((Path(padded_model_dir) / "preprocessor_config.json").read_text())
     assert saved["do_resize"] is False and saved == source
@@ -350,14 +421,35 @@ def test_linear_probe_json_is_accepted_by_push_to_hub_results(pretraining_dir, t
 
     train_dir, val_dir = toy_folders
     output = tmp_path / "probe.json"
-    result = load_script("linear_probe").main([
-        "--model_name_or_path", pretraining_dir, "--train_dir", train_dir, "--validation_dir", val_dir,
-        "--output", str(output), "--batch_size", "16", "--knn_k", "5",
-    ])
-    rc = load_script("push_to_hub").main([
-        "--checkpoint", pretraining_dir, "--output", str(tmp_path / "release"), "--repo-id", "me/tiny",
-        "--results", str(output), "--no-push",
-    ])
+    result = load_script("linear_probe").main(
+        [
+            "--model_name_or_path",
+            pretraining_dir,
+            "--train_dir",
+            train_dir,
+            "--validation_dir",
+            val_dir,
+            "--output",
+            str(output),
+            "--batch_size",
+            "16",
+            "--knn_k",
+            "5",
+        ]
+    )
+    rc = load_script("push_to_hub").main(
+        [
+            "--checkpoint",
+            pretraining_dir,
+            "--output",
+            str(tmp_path / "release"),
+            "--repo-id",
+            "me/tiny",
+            "--results",
+            str(output),
+            "--no-push",
+        ]
+    )
     assert rc == 0
     card = ModelCard.load(tmp_path / "release" / "README.md")
     got = {r.metric_name: r.metric_value for r in card.data.eval_results}
@@ -450,8 +542,10 @@ def test_pipeline_and_auto_classes_equal_pooler_output(pretraining_dir, tmp_path
     transform = ClassificationTransform(32, train=False, pad_to=32)
     processor = AutoImageProcessor.from_pretrained(padded_folder)
     torch.testing.assert_close(
-        processor(digits, return_tensors="pt")["pixel_values"], torch.stack([transform(d) for d in digits]),
-        atol=1e-5, rtol=0,
+        processor(digits, return_tensors="pt")["pixel_values"],
+        torch.stack([transform(d) for d in digits]),
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -465,8 +559,10 @@ def test_saved_processor_equals_eval_transform_at_224():
     image = Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8))
     processor = build_image_processor(CJEPAConfig(image_size=224))
     torch.testing.assert_close(
-        processor(image, return_tensors="pt")["pixel_values"][0], ClassificationTransform(224, train=False)(image),
-        atol=1e-4, rtol=0,
+        processor(image, return_tensors="pt")["pixel_values"][0],
+        ClassificationTransform(224, train=False)(image),
+        atol=1e-4,
+        rtol=0,
     )
 
 
@@ -478,7 +574,10 @@ def test_experiment_summary_and_table():
 
     def run(method, seed, lp, knn):
         return {
-            "method": method, "seed": seed, "linear_probe": {"accuracy": lp}, "knn": {"dino": knn, "majority": knn},
+            "method": method,
+            "seed": seed,
+            "linear_probe": {"accuracy": lp},
+            "knn": {"dino": knn, "majority": knn},
             "feature_stats": {"feature_std": 0.01, "effective_rank": 2.0, "effective_rank_centered": 9.0, "dims": 96},
         }
 
@@ -505,8 +604,10 @@ def test_experiment_methods_with_their_own_beta():
     assert (varcov.vicreg_weight, varcov.vicreg_sim_coeff) == (0.2, 0.0)
     assert experiment.method_title("cjepa:0.05") == "C-JEPA (inv + var + cov), beta 0.05"
     for bad, message in [
-        ("ijepa:0.1", "ijepa has no VICReg term"), ("cjepa:x", "beta must be a finite number > 0, got 'x'"),
-        ("cjepa:0", "beta must be a finite number > 0, got '0'"), ("vicreg:0.1", "unknown methods"),
+        ("ijepa:0.1", "ijepa has no VICReg term"),
+        ("cjepa:x", "beta must be a finite number > 0, got 'x'"),
+        ("cjepa:0", "beta must be a finite number > 0, got '0'"),
+        ("vicreg:0.1", "unknown methods"),
     ]:
         with pytest.raises(ValueError, match=message):
             experiment.ExperimentArguments(methods=[bad])
@@ -517,13 +618,22 @@ def test_experiment_merges_runs_of_separate_invocations(tmp_path):
 
     def run(method, seed, lp):
         return {
-            "method": method, "seed": seed, "linear_probe": {"accuracy": lp}, "knn": {"dino": lp, "majority": lp},
+            "method": method,
+            "seed": seed,
+            "linear_probe": {"accuracy": lp},
+            "knn": {"dino": lp, "majority": lp},
             "feature_stats": {"feature_std": 0.01, "effective_rank": 2.0, "effective_rank_centered": 9.0, "dims": 96},
         }
 
     def write(name, beta, runs, steps=50):
-        record = {"command": f"cmd {name}", "args": {"vicreg_weight": beta}, "max_steps": steps,
-                  "probe_train_samples": 100, "probe_test_samples": 40, "runs": runs}
+        record = {
+            "command": f"cmd {name}",
+            "args": {"vicreg_weight": beta},
+            "max_steps": steps,
+            "probe_train_samples": 100,
+            "probe_test_samples": 40,
+            "runs": runs,
+        }
         path = tmp_path / f"{name}_runs.json"
         path.write_text(json.dumps(record))
         return str(path)
@@ -562,9 +672,25 @@ def test_experiment_probe_only_rescores_saved_encoders(tmp_path):
     torch.manual_seed(0)
     encoder = CJEPAModel(CJEPAConfig(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4))
     encoder.save_pretrained(work / "cjepa-seed0" / "encoder")
-    common = ["--seeds", "0", "--probe_train_samples", "300", "--probe_test_samples", "200", "--max_iter", "30",
-              "--weight_decays", "1e-4,1e-2", "--work_dir", str(work), "--output_dir", str(tmp_path), "--probe_only",
-              "--model_overrides", '{"hidden_size": 32, "num_hidden_layers": 2}']  # the random-init baseline's model
+    common = [
+        "--seeds",
+        "0",
+        "--probe_train_samples",
+        "300",
+        "--probe_test_samples",
+        "200",
+        "--max_iter",
+        "30",
+        "--weight_decays",
+        "1e-4,1e-2",
+        "--work_dir",
+        str(work),
+        "--output_dir",
+        str(tmp_path),
+        "--probe_only",
+        "--model_overrides",
+        '{"hidden_size": 32, "num_hidden_layers": 2}',
+    ]  # the random-init baseline's model
     summary = experiment.main(["--methods", "cjepa", "--last_n_layers", "2", "--tag", "re", *common])
     assert set(summary) == {"cjepa", "random_init"}  # raw pixels do not depend on the encoder
     assert summary["cjepa"]["dims"] == 64 and summary["random_init"]["dims"] == 64  # 2 layers x 32

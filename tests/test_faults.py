@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_callback import TrainerState
@@ -25,16 +26,25 @@ from cjepa_hf.trainer import (
     validate_checkpoint,
 )
 
-from conftest import TINY
-
 
 def _trainer(out, data, **kw):
     config = CJEPAConfig(**TINY)
     torch.manual_seed(0)
     model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(**{
-        "output_dir": str(out), "use_cpu": True, "report_to": "none", "per_device_train_batch_size": 4,
-        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 1, "seed": 0, **kw})
+    args = CJEPATrainingArguments(
+        **{
+            "output_dir": str(out),
+            "use_cpu": True,
+            "report_to": "none",
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "warmup_steps": 1,
+            "seed": 0,
+            **kw,
+        }
+    )
     return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
 
 
@@ -192,10 +202,8 @@ def _edit(path, change):
     [
         ("cjepa_state.json", lambda d: [d], "cjepa_state.json must hold a JSON object, got list"),
         ("cjepa_state.json", lambda d: {**d, "nonfinite_steps": "3"}, "nonfinite_steps must be an integer >= 0"),
-        ("cjepa_state.json", lambda d: {**d, "data": {k: v for k, v in d["data"].items() if k != "records"}},
-         r"data lacks \['records'\]"),
-        ("cjepa_state.json", lambda d: {**d, "data": {**d["data"], "records": [[8, 1]]}},
-         r"data.records must be 1 list\(s\) of 1 integer"),
+        ("cjepa_state.json", lambda d: {**d, "data": {k: v for k, v in d["data"].items() if k != "records"}}, r"data lacks \['records'\]"),
+        ("cjepa_state.json", lambda d: {**d, "data": {**d["data"], "records": [[8, 1]]}}, r"data.records must be 1 list\(s\) of 1 integer"),
         ("cjepa_state.json", lambda d: {**d, "online_probe_sums": [1.0]}, "online_probe_sums must be 3 numbers"),
         ("cjepa_state.json", lambda d: {**d, "dataloader_num_workers": -1}, "dataloader_num_workers must be an integer >= 0"),
         ("trainer_state.json", lambda d: [d], "trainer_state.json must hold a JSON object, got list"),

@@ -17,10 +17,18 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_gpu_study_dry_run(tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_fmnist_study.sh")], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=ROOT)
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    proc = subprocess.run(
+        ["bash", os.path.join(ROOT, "scripts", "gpu_fmnist_study.sh")], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     summary = json.loads((tmp_path / "gpu_fmnist_14x14_summary.json").read_text())
     assert summary["spec"]["calibration"]["max_steps"] >= 1

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, assert_loads_without_package, random_masks
 from huggingface_hub import HfApi, ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -39,17 +40,36 @@ from cjepa_hf.hub import (
     to_eval_result,
 )
 
-from conftest import TINY, assert_loads_without_package, random_masks
-
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = load_variants()
 RESULTS = [
-    {"task": "image-classification", "protocol": "linear probe", "dataset": "zalando-datasets/fashion_mnist",
-     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 0.8125},
-    {"task": "image-classification", "protocol": "fine-tune", "dataset": "zalando-datasets/fashion_mnist",
-     "dataset_name": "Fashion-MNIST", "split": "test", "metric": "accuracy", "value": 0.905},
-    {"task": "image-feature-extraction", "dataset": "zalando-datasets/fashion_mnist", "dataset_name": "Fashion-MNIST",
-     "split": "test", "metric": "rankme", "metric_name": "RankMe effective rank", "value": 17.75},
+    {
+        "task": "image-classification",
+        "protocol": "linear probe",
+        "dataset": "zalando-datasets/fashion_mnist",
+        "dataset_name": "Fashion-MNIST",
+        "split": "test",
+        "metric": "accuracy",
+        "value": 0.8125,
+    },
+    {
+        "task": "image-classification",
+        "protocol": "fine-tune",
+        "dataset": "zalando-datasets/fashion_mnist",
+        "dataset_name": "Fashion-MNIST",
+        "split": "test",
+        "metric": "accuracy",
+        "value": 0.905,
+    },
+    {
+        "task": "image-feature-extraction",
+        "dataset": "zalando-datasets/fashion_mnist",
+        "dataset_name": "Fashion-MNIST",
+        "split": "test",
+        "metric": "rankme",
+        "metric_name": "RankMe effective rank",
+        "value": 17.75,
+    },
 ]
 
 
@@ -105,9 +125,21 @@ def tiny_run(tmp_path_factory):
     torch.manual_seed(0)
     model = CJEPAForPreTraining(config)
     args = RunArguments(
-        output_dir=str(out), max_steps=2, per_device_train_batch_size=4, learning_rate=0.05, warmup_steps=1,
-        weight_decay=0.04, save_strategy="steps", save_steps=2, logging_steps=1, use_cpu=True, report_to="none",
-        seed=0, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=str(out),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=0.05,
+        warmup_steps=1,
+        weight_decay=0.04,
+        save_strategy="steps",
+        save_steps=2,
+        logging_steps=1,
+        use_cpu=True,
+        report_to="none",
+        seed=0,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     Trainer(model=model, args=args, train_dataset=_Batches(config), callbacks=[_EMA()]).train()
     (out / "training_args.json").write_text(args.to_json_string())  # what the card reads; .bin is never unpickled
@@ -116,15 +148,17 @@ def tiny_run(tmp_path_factory):
     saved = load_file(checkpoint / "model.safetensors")
     target = {k.removeprefix("target_encoder."): v for k, v in saved.items() if k.startswith("target_encoder.")}
     context = {k.removeprefix("context_encoder."): v for k, v in saved.items() if k.startswith("context_encoder.")}
-    return SimpleNamespace(config=CJEPAConfig.from_pretrained(checkpoint), checkpoint=checkpoint,
-                           training_args=args.to_dict(), target=target, context=context)
+    return SimpleNamespace(
+        config=CJEPAConfig.from_pretrained(checkpoint), checkpoint=checkpoint, training_args=args.to_dict(), target=target, context=context
+    )
 
 
 @pytest.fixture(scope="module")
 def release(tiny_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("release") / "cjepa-tiny"
-    files = export_release(tiny_run.checkpoint, folder, model_name="me/cjepa-tiny", results=RESULTS,
-                           datasets=["zalando-datasets/fashion_mnist"])
+    files = export_release(
+        tiny_run.checkpoint, folder, model_name="me/cjepa-tiny", results=RESULTS, datasets=["zalando-datasets/fashion_mnist"]
+    )
     return SimpleNamespace(folder=folder, files=files)
 
 
@@ -137,11 +171,25 @@ def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tin
     base = "facebook/ijepa_vith14_1k" if entry["family"] == "ijepa" else None
     if entry["preset"]:  # the tiny run is not a paper size: the card renders and says so
         with pytest.warns(UserWarning, match="does not have the"):
-            card = render_model_card(tiny_run.config, model_name="me/model", training_args=tiny_run.training_args,
-                                     results=None, base_model=base, datasets="zalando-datasets/fashion_mnist", variant=variant)
+            card = render_model_card(
+                tiny_run.config,
+                model_name="me/model",
+                training_args=tiny_run.training_args,
+                results=None,
+                base_model=base,
+                datasets="zalando-datasets/fashion_mnist",
+                variant=variant,
+            )
     else:
-        card = render_model_card(tiny_run.config, model_name="me/model", training_args=tiny_run.training_args,
-                                 results=None, base_model=base, datasets="zalando-datasets/fashion_mnist", variant=variant)
+        card = render_model_card(
+            tiny_run.config,
+            model_name="me/model",
+            training_args=tiny_run.training_args,
+            results=None,
+            base_model=base,
+            datasets="zalando-datasets/fashion_mnist",
+            variant=variant,
+        )
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     data = loaded.data.to_dict()
@@ -181,14 +229,12 @@ def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tin
 
 def test_card_with_measured_results_has_model_index(tmp_path, tiny_run):
     with pytest.warns(UserWarning):
-        card = render_model_card(tiny_run.config, model_name="me/cjepa-vitb16", training_args=None,
-                                 results=RESULTS, variant="cjepa-vitb16")
+        card = render_model_card(tiny_run.config, model_name="me/cjepa-vitb16", training_args=None, results=RESULTS, variant="cjepa-vitb16")
     card.save(tmp_path / "README.md")
     loaded = ModelCard.load(tmp_path / "README.md")
     index = loaded.data.to_dict()["model-index"]
     assert index[0]["name"] == "me/cjepa-vitb16"
-    got = {(r.task_type, r.dataset_type, r.dataset_split, r.metric_type, r.metric_name, r.metric_value)
-           for r in loaded.data.eval_results}
+    got = {(r.task_type, r.dataset_type, r.dataset_split, r.metric_type, r.metric_name, r.metric_value) for r in loaded.data.eval_results}
     assert got == {
         ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "linear probe accuracy", 0.8125),
         ("image-classification", "zalando-datasets/fashion_mnist", "test", "accuracy", "fine-tune accuracy", 0.905),
@@ -396,13 +442,25 @@ def test_push_to_hub_script(tmp_path, tiny_run, monkeypatch, capsys):
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: recorder.create_repo(repo_id, **kw))
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: recorder.upload_folder(**kw))
 
-    rc = script.main(["--checkpoint", str(tiny_run.checkpoint), "--output", str(tmp_path / "a"),
-                      "--repo-id", "me/a", "--no-push"])
+    rc = script.main(["--checkpoint", str(tiny_run.checkpoint), "--output", str(tmp_path / "a"), "--repo-id", "me/a", "--no-push"])
     assert rc == 0 and recorder.calls == []
     assert ModelCard.load(tmp_path / "a" / "README.md").data.eval_results is None
 
-    rc = script.main(["--checkpoint", str(tiny_run.checkpoint), "--output", str(tmp_path / "b"), "--repo-id", "me/b",
-                      "--results", str(tmp_path / "results.json"), "--private", "--dataset", "zalando-datasets/fashion_mnist"])
+    rc = script.main(
+        [
+            "--checkpoint",
+            str(tiny_run.checkpoint),
+            "--output",
+            str(tmp_path / "b"),
+            "--repo-id",
+            "me/b",
+            "--results",
+            str(tmp_path / "results.json"),
+            "--private",
+            "--dataset",
+            "zalando-datasets/fashion_mnist",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     (_, _, create), (_, _, upload) = recorder.calls
     assert create["private"] is True and create["exist_ok"] is True
@@ -413,7 +471,6 @@ def test_push_to_hub_script(tmp_path, tiny_run, monkeypatch, capsys):
 
     rc = script.main(["--checkpoint", str(tmp_path / "nothing"), "--output", str(tmp_path / "c"), "--repo-id", "me/c"])
     assert rc == 2 and "no config.json" in capsys.readouterr().err
-
 
 
 def test_model_cards_dir_in_checkout_wheel_install_and_env(tmp_path, monkeypatch):
@@ -499,8 +556,9 @@ def test_export_copies_the_runs_image_processor_and_gives_the_same_features(padd
     with pytest.warns(UserWarning, match="no preprocessor_config.json"):
         export_release(bare / "checkpoint-2", tmp_path / "release3", model_name="me/fmnist")
     assert json.loads((tmp_path / "release3" / "preprocessor_config.json").read_text())["do_resize"] is True
-    export_release(bare / "checkpoint-2", tmp_path / "release4", model_name="me/fmnist",
-                   image_processor=padded_run.output / "preprocessor_config.json")
+    export_release(
+        bare / "checkpoint-2", tmp_path / "release4", model_name="me/fmnist", image_processor=padded_run.output / "preprocessor_config.json"
+    )
     assert (tmp_path / "release4" / "preprocessor_config.json").read_bytes() == source
 
 
@@ -537,7 +595,7 @@ def test_base_model_is_metadata_only_when_it_is_a_hub_id(tiny_run, tmp_path):
 @pytest.mark.parametrize("value", [81.25, 1.5, -0.1])
 def test_accuracy_in_model_index_is_a_fraction(value):
     result = {"task": "image-classification", "dataset": "d", "metric": "accuracy", "value": value}
-    with pytest.raises(ValueError, match=re.escape(f"accuracy must be a fraction in [0, 1] (e.g. 0.8125, not 81.25)")):
+    with pytest.raises(ValueError, match=re.escape("accuracy must be a fraction in [0, 1] (e.g. 0.8125, not 81.25)")):
         to_eval_result(result)
     assert to_eval_result({**result, "value": 0.8125}).metric_value == 0.8125
     assert to_eval_result({**result, "metric": "rankme", "value": 17.75}).metric_value == 17.75  # not an accuracy

@@ -4,11 +4,10 @@ import os
 
 import pytest
 import torch
+from conftest import TINY
 
 from cjepa_hf import CJEPAConfig, CJEPAModel
 from cjepa_hf.judge import _raw_pixel_cache, judge_encoder, judgement_table
-
-from conftest import TINY
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
@@ -33,8 +32,21 @@ def test_judgement_scores_three_feature_sets_and_caches_raw_pixels(tmp_path):
     assert again["trained"] == first["random_init"] and again["random_init"] == first["trained"]
     # another protocol is another cache entry
     protocol = {**first["protocol"], "test_samples": 200}
-    protocol = {k: protocol[k] for k in ("dataset", "train_split", "test_split", "train_samples", "test_samples",
-                                         "image_size", "pad_to", "knn_k", "knn_temperature", "seed")}
+    protocol = {
+        k: protocol[k]
+        for k in (
+            "dataset",
+            "train_split",
+            "test_split",
+            "train_samples",
+            "test_samples",
+            "image_size",
+            "pad_to",
+            "knn_k",
+            "knn_temperature",
+            "seed",
+        )
+    }
     assert os.path.basename(_raw_pixel_cache(protocol, str(tmp_path))) == os.listdir(tmp_path)[0]
     assert _raw_pixel_cache({**protocol, "test_samples": 100}, str(tmp_path)) != _raw_pixel_cache(protocol, str(tmp_path))
     assert judgement_table(first).count("\n") == 4

@@ -10,10 +10,10 @@ from cjepa_hf.losses import (
     feature_std,
     invariance_loss,
     jepa_loss,
+    variance_covariance_loss,
     variance_loss,
     vicreg_block_loss,
     vicreg_context_loss,
-    variance_covariance_loss,
     vicreg_loss,
 )
 
@@ -105,7 +105,7 @@ def test_collapse_monitors():
     assert effective_rank(full) > 14.0
     assert 1.0 < effective_rank(low) <= 2.0 + 1e-3
     assert feature_std(torch.ones(10, 16)).item() == pytest.approx(0.0, abs=1e-6)
-    assert feature_std(full).item() == pytest.approx(16 ** -0.5, rel=0.1)
+    assert feature_std(full).item() == pytest.approx(16**-0.5, rel=0.1)
 
 
 def test_variance_covariance_from_moments_equals_the_direct_terms():

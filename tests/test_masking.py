@@ -89,7 +89,7 @@ def test_block_size_rule():
 
 
 def test_targets_are_rectangles_with_shared_size(batches):
-    for context, targets in batches:
+    for _context, targets in batches:
         b, m, kt = targets.shape
         assert m == 4
         h, w = _block_shape(targets)
@@ -170,9 +170,7 @@ def test_non_overlapping_targets(overrides, batches):
     for position in range(batches):
         context, targets = collator.masks_for(position, 256)
         b, m, kt = targets.shape
-        counts = torch.zeros(b, N, dtype=torch.long).scatter_add_(
-            1, targets.view(b, -1), torch.ones(b, m * kt, dtype=torch.long)
-        )
+        counts = torch.zeros(b, N, dtype=torch.long).scatter_add_(1, targets.view(b, -1), torch.ones(b, m * kt, dtype=torch.long))
         assert int(counts.max()) == 1
 
 

@@ -4,14 +4,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, assert_loads_without_package, random_masks
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining
 
 from cjepa_hf import CJEPAConfig, CJEPAForImageClassification, CJEPAForPreTraining, CJEPAModel
 from cjepa_hf.losses import variance_covariance_loss
 from cjepa_hf.modeling_cjepa import REMOTE_CODE_FILES, gather_tokens, sincos_2d
-
-from conftest import TINY, assert_loads_without_package, random_masks
 
 
 def _inputs(config, batch=4, seed=0):
@@ -331,7 +330,7 @@ def test_model_loaded_as_remote_code_saves_a_folder_that_loads_without_the_packa
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    files = [l for l in result.stdout.splitlines() if l.startswith("FILES")][0].split()[1:]
+    files = [ln for ln in result.stdout.splitlines() if ln.startswith("FILES")][0].split()[1:]
     assert {"model.safetensors", "config.json", "preprocessor_config.json", *REMOTE_CODE_FILES} <= set(files)
 
 

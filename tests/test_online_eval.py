@@ -8,15 +8,13 @@ import sys
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from conftest import TINY
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.evaluation import extract_features, knn_accuracy
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.online_eval import KNNMonitorSet, OnlineLinearProbe
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments, validate_checkpoint
-
-from conftest import TINY
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_tiny.py")
 
@@ -33,11 +31,21 @@ def _trainer(tmp_path, data, eval_dataset=None, **kw):
     config = CJEPAConfig(**TINY)
     torch.manual_seed(0)
     model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(**{
-        "output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "per_device_train_batch_size": 4,
-        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 1, "seed": 0, **kw})
-    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0),
-                        eval_dataset=eval_dataset)
+    args = CJEPATrainingArguments(
+        **{
+            "output_dir": str(tmp_path),
+            "use_cpu": True,
+            "report_to": "none",
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "warmup_steps": 1,
+            "seed": 0,
+            **kw,
+        }
+    )
+    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0), eval_dataset=eval_dataset)
 
 
 def test_the_probe_leaves_the_encoders_updates_unchanged(tmp_path):
@@ -88,8 +96,17 @@ def test_the_probe_needs_a_class_count_when_the_data_does_not_give_one(tmp_path)
 def test_knn_monitor_equals_the_offline_knn_on_the_same_features(tmp_path):
     monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=60, query_size=40)
     assert monitor.num_labels == 10
-    trainer = _trainer(tmp_path, _labelled(), eval_dataset=monitor, max_steps=2, online_probe_num_labels=10,
-                       eval_strategy="steps", eval_steps=2, eval_on_start=True, per_device_eval_batch_size=16)
+    trainer = _trainer(
+        tmp_path,
+        _labelled(),
+        eval_dataset=monitor,
+        max_steps=2,
+        online_probe_num_labels=10,
+        eval_strategy="steps",
+        eval_steps=2,
+        eval_on_start=True,
+        per_device_eval_batch_size=16,
+    )
     trainer.train()
     evals = [h for h in trainer.state.log_history if "eval_knn_top1" in h]
     assert [h["step"] for h in evals] == [0, 2]

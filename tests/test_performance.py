@@ -53,11 +53,7 @@ def _grads(model):
 
 
 def _max_param_diff(a, b, skip=()):
-    return max(
-        (pa - pb).abs().max().item()
-        for (name, pa), pb in zip(a.named_parameters(), b.parameters())
-        if name not in skip
-    )
+    return max((pa - pb).abs().max().item() for (name, pa), pb in zip(a.named_parameters(), b.parameters()) if name not in skip)
 
 
 def _biases_before_batchnorm(model):
@@ -109,8 +105,15 @@ def test_benchmark_step_equals_trainer_train_for_three_steps(tmp_path):
     trained = _model()
     bench_model = copy.deepcopy(trained)
     args = CJEPATrainingArguments(
-        output_dir=str(tmp_path / "train"), use_cpu=True, report_to="none", max_steps=3, save_strategy="no",
-        logging_steps=1, disable_tqdm=True, online_probe=False, **arguments,
+        output_dir=str(tmp_path / "train"),
+        use_cpu=True,
+        report_to="none",
+        max_steps=3,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        online_probe=False,
+        **arguments,
     )
     trainer = CJEPATrainer(model=trained, args=args, train_dataset=_Ordered(data), data_collator=MaskCollator(config, seed=0))
     train_losses = _record_losses(trainer)
@@ -121,13 +124,14 @@ def test_benchmark_step_equals_trainer_train_for_three_steps(tmp_path):
     bench_losses = _record_losses(step.trainer)
     collator = MaskCollator(config, seed=0)
     for i in range(3):
-        step.step(collator(data[4 * i: 4 * i + 4]))
+        step.step(collator(data[4 * i : 4 * i + 4]))
     assert len(train_losses) == len(bench_losses) == 3
     assert bench_losses == train_losses
     for (name, a), b in zip(trained.state_dict().items(), bench_model.state_dict().values()):
         assert torch.equal(a, b), name
-    assert not torch.equal(trained.target_encoder.layers[0].attention.qkv.weight,
-                           _model().target_encoder.layers[0].attention.qkv.weight)  # the EMA moved
+    assert not torch.equal(
+        trained.target_encoder.layers[0].attention.qkv.weight, _model().target_encoder.layers[0].attention.qkv.weight
+    )  # the EMA moved
 
 
 def test_benchmark_uses_the_trainers_optimizer_groups():
@@ -323,16 +327,28 @@ def test_torch_compile_in_training_compiles_once_for_changing_mask_sizes(tmp_pat
         torch.manual_seed(0)
         model = CJEPAForPreTraining(config)
         args = CJEPATrainingArguments(
-            output_dir=str(tmp_path / name), use_cpu=True, report_to="none", max_steps=20, save_strategy="no",
-            logging_steps=1, disable_tqdm=True, online_probe=False, per_device_train_batch_size=4, warmup_steps=2,
-            seed=0, **extra,
+            output_dir=str(tmp_path / name),
+            use_cpu=True,
+            report_to="none",
+            max_steps=20,
+            save_strategy="no",
+            logging_steps=1,
+            disable_tqdm=True,
+            online_probe=False,
+            per_device_train_batch_size=4,
+            warmup_steps=2,
+            seed=0,
+            **extra,
         )
         trainer = CJEPATrainer(model=model, args=args, train_dataset=_Ordered(data), data_collator=MaskCollator(config, seed=3))
         shapes = []
         original = trainer.compute_loss
-        trainer.compute_loss = lambda m, inputs, *a, **k: (
-            shapes.append((inputs["context_indices"].shape[1], inputs["target_indices"].shape[2])), original(m, inputs, *a, **k)
-        )[1]
+
+        def recording(m, inputs, *a, shapes=shapes, original=original, **k):
+            shapes.append((inputs["context_indices"].shape[1], inputs["target_indices"].shape[2]))
+            return original(m, inputs, *a, **k)
+
+        trainer.compute_loss = recording
         trainer.train()
         runs[name] = (model, [h["jepa_loss"] for h in trainer.state.log_history if "jepa_loss" in h], set(shapes))
     assert runs["compiled"][0].config  # compiled in place: still the model class, same state_dict keys
@@ -430,12 +446,28 @@ def _load_benchmark():
 def test_benchmark_script_smoke(tmp_path, capsys):
     benchmark = _load_benchmark()
     output = tmp_path / "bench.json"
-    benchmark.main(["--preset", "tiny", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--device", "cpu",
-                    "--output", str(output)])
+    benchmark.main(["--preset", "tiny", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--device", "cpu", "--output", str(output)])
     out = json.loads(output.read_text())
-    for key in ("images_per_s", "baseline_images_per_s", "speedup", "peak_memory_bytes", "device", "split_s",
-                "baseline_split_s", "tflops", "mfu", "flop_formula", "config", "options", "baseline_options",
-                "torch_version", "flops_per_step_mean", "masks", "results", "step"):
+    for key in (
+        "images_per_s",
+        "baseline_images_per_s",
+        "speedup",
+        "peak_memory_bytes",
+        "device",
+        "split_s",
+        "baseline_split_s",
+        "tflops",
+        "mfu",
+        "flop_formula",
+        "config",
+        "options",
+        "baseline_options",
+        "torch_version",
+        "flops_per_step_mean",
+        "masks",
+        "results",
+        "step",
+    ):
         assert key in out, key
     for key in ("images_per_s", "baseline_images_per_s", "speedup", "tflops", "flops_per_step_mean"):
         assert out[key] > 0, key

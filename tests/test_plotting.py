@@ -12,14 +12,25 @@ from cjepa_hf.plotting import CurvesCallback, plot_training_curves, training_fig
 def _history(steps=40):
     logs = []
     for s in range(1, steps + 1):
-        logs.append({
-            "step": s, "loss": 2.0 / s**0.3, "jepa_loss": 1.0 / s**0.3, "vicreg_invariance": 0.05 / s,
-            "vicreg_variance": 0.9 - 0.02 * s, "vicreg_covariance": 0.001 * s, "encoder_variance": 0.5 / s,
-            "encoder_covariance": 3.0 / s, "learning_rate": 1e-3 * min(1, s / 5) * (0.5 + 0.5 * math.cos(math.pi * s / steps)),
-            "weight_decay": 0.04 + 0.36 * s / steps, "ema_momentum": 0.996 + 0.004 * s / steps,
-            "target_effective_rank": 2 + s / 4, "target_effective_rank_centered": 5 + s / 3, "target_feature_std": 0.01 * s,
-            "online_linear_top1": min(0.8, 0.1 + s / 50),
-        })
+        logs.append(
+            {
+                "step": s,
+                "loss": 2.0 / s**0.3,
+                "jepa_loss": 1.0 / s**0.3,
+                "vicreg_invariance": 0.05 / s,
+                "vicreg_variance": 0.9 - 0.02 * s,
+                "vicreg_covariance": 0.001 * s,
+                "encoder_variance": 0.5 / s,
+                "encoder_covariance": 3.0 / s,
+                "learning_rate": 1e-3 * min(1, s / 5) * (0.5 + 0.5 * math.cos(math.pi * s / steps)),
+                "weight_decay": 0.04 + 0.36 * s / steps,
+                "ema_momentum": 0.996 + 0.004 * s / steps,
+                "target_effective_rank": 2 + s / 4,
+                "target_effective_rank_centered": 5 + s / 3,
+                "target_feature_std": 0.01 * s,
+                "online_linear_top1": min(0.8, 0.1 + s / 50),
+            }
+        )
         if s % 10 == 0:
             logs.append({"step": s, "eval_knn_top1": 0.4 + s / 200, "eval_linear_top1": 0.3 + s / 150, "eval_runtime": 1.0})
     return logs
@@ -39,9 +50,13 @@ def test_every_panel_is_readable():
     assert len(_visible_ticks(terms)) >= 2  # a log axis with labelled decades, not one tick
     schedules = axes["schedules"]
     twin = [ax for ax in fig.axes if ax is not schedules and ax.bbox.bounds == schedules.bbox.bounds][0]
-    assert [l.get_label() for l in schedules.get_lines() + twin.get_lines()] == ["learning rate", "weight decay", "EMA momentum"]
+    assert [line.get_label() for line in schedules.get_lines() + twin.get_lines()] == ["learning rate", "weight decay", "EMA momentum"]
     online = axes["online evaluation (top-1 %)"]
-    assert [l.get_label() for l in online.get_lines()] == ["k-NN monitor", "online probe (eval set)", "online probe (training batches)"]
+    assert [line.get_label() for line in online.get_lines()] == [
+        "k-NN monitor",
+        "online probe (eval set)",
+        "online probe (training batches)",
+    ]
     assert list(online.get_lines()[0].get_xdata()) == [10, 20, 30, 40]
     plt.close(fig)
 

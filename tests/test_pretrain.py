@@ -13,8 +13,19 @@ from safetensors.torch import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "pretrain.py")
-TINY_MODEL = json.dumps(dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             predictor_hidden_size=32, predictor_num_hidden_layers=2, projector_dims=[64, 64], min_keep=4))
+TINY_MODEL = json.dumps(
+    dict(
+        image_size=32,
+        patch_size=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        predictor_hidden_size=32,
+        predictor_num_hidden_layers=2,
+        projector_dims=[64, 64],
+        min_keep=4,
+    )
+)
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
@@ -23,11 +34,39 @@ pytestmark = pytest.mark.skipif(
 
 
 def _args(output_dir, max_steps, *extra):
-    return ["--dataset", "fashion_mnist", "--config_overrides", TINY_MODEL, "--output_dir", str(output_dir),
-            "--max_steps", str(max_steps), "--per_device_train_batch_size", "32", "--logging_steps", "1",
-            "--warmup_steps", "3", "--dataloader_num_workers", "0", "--shuffle_buffer", "256", "--report_to", "none",
-            "--disable_tqdm", "true", "--seed", "0", "--eval_strategy", "no", "--eval_dataset", "",
-            "--final_eval_dataset", "", *extra]
+    return [
+        "--dataset",
+        "fashion_mnist",
+        "--config_overrides",
+        TINY_MODEL,
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        str(max_steps),
+        "--per_device_train_batch_size",
+        "32",
+        "--logging_steps",
+        "1",
+        "--warmup_steps",
+        "3",
+        "--dataloader_num_workers",
+        "0",
+        "--shuffle_buffer",
+        "256",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--seed",
+        "0",
+        "--eval_strategy",
+        "no",
+        "--eval_dataset",
+        "",
+        "--final_eval_dataset",
+        "",
+        *extra,
+    ]
 
 
 def _run(cmd, timeout=600):
@@ -48,10 +87,34 @@ def test_pretrain_script_end_to_end(tmp_path):
     import cjepa_hf  # noqa: F401  registers "cjepa" with the Auto classes
 
     out = tmp_path / "run"
-    _run([sys.executable, SCRIPT, *_args(
-        out, 40, "--save_steps", "20", "--eval_strategy", "steps", "--eval_steps", "20", "--eval_dataset", "fashion_mnist",
-        "--eval_bank_size", "100", "--eval_query_size", "50", "--final_eval_dataset", "fashion_mnist",
-        "--final_eval_train_samples", "300", "--final_eval_test_samples", "200")])
+    _run(
+        [
+            sys.executable,
+            SCRIPT,
+            *_args(
+                out,
+                40,
+                "--save_steps",
+                "20",
+                "--eval_strategy",
+                "steps",
+                "--eval_steps",
+                "20",
+                "--eval_dataset",
+                "fashion_mnist",
+                "--eval_bank_size",
+                "100",
+                "--eval_query_size",
+                "50",
+                "--final_eval_dataset",
+                "fashion_mnist",
+                "--final_eval_train_samples",
+                "300",
+                "--final_eval_test_samples",
+                "200",
+            ),
+        ]
+    )
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["global_step"] == 40
     # the online evaluation: the k-NN monitor at steps 20 and 40, the probe in the training logs
@@ -121,8 +184,12 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
             Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(tmp_path / "images" / f"c{c}" / f"{i}.png")
 
     def args(out, *extra):
-        return [*_args(out, 12, "--save_steps", "7", "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
-                "--dataset", str(tmp_path / "images"), *extra]
+        return [
+            *_args(out, 12, "--save_steps", "7", "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
+            "--dataset",
+            str(tmp_path / "images"),
+            *extra,
+        ]
 
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     _run([sys.executable, SCRIPT, *args(full)])
@@ -140,8 +207,25 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
 def test_pretrain_script_on_two_processes(tmp_path):
     out = tmp_path / "ddp"
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    _run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "--main_process_port", "29519", SCRIPT, *_args(out, 6, "--save_steps", "3")])
+    _run(
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29519",
+            SCRIPT,
+            *_args(out, 6, "--save_steps", "3"),
+        ]
+    )
     logs = _logs(out)
     assert len(logs) == 6 and all(h["vicreg_variance"] > 0 for h in logs)
     # Each rank's stream position, gathered into the checkpoint: 3 batches of 32 per rank.

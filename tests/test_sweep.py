@@ -9,8 +9,17 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(ROOT, "scripts", "sweep.py")
-TINY_MODEL = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  predictor_hidden_size=32, predictor_num_hidden_layers=2, projector_dims=[64, 64], min_keep=4)
+TINY_MODEL = dict(
+    image_size=32,
+    patch_size=4,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    predictor_hidden_size=32,
+    predictor_num_hidden_layers=2,
+    projector_dims=[64, 64],
+    min_keep=4,
+)
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
@@ -20,18 +29,34 @@ pytestmark = pytest.mark.skipif(
 
 def _spec(tmp_path, **extra):
     recipe = {
-        "dataset": "fashion_mnist", "config_overrides": json.dumps(TINY_MODEL), "max_steps": 4,
-        "per_device_train_batch_size": 16, "warmup_steps": 1, "logging_steps": 2, "save_steps": 2,
-        "dataloader_num_workers": 0, "shuffle_buffer": 64, "report_to": "none", "disable_tqdm": True,
-        "eval_dataset": "fashion_mnist", "eval_strategy": "steps", "eval_steps": 2, "eval_bank_size": 40,
+        "dataset": "fashion_mnist",
+        "config_overrides": json.dumps(TINY_MODEL),
+        "max_steps": 4,
+        "per_device_train_batch_size": 16,
+        "warmup_steps": 1,
+        "logging_steps": 2,
+        "save_steps": 2,
+        "dataloader_num_workers": 0,
+        "shuffle_buffer": 64,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "eval_dataset": "fashion_mnist",
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "eval_bank_size": 40,
         "eval_query_size": 20,
     }
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     spec = {
-        "name": "tiny", "recipe": str(tmp_path / "recipe.json"), "common": {"learning_rate": 1e-3, "config_overrides": "vicreg_std_coeff=20"},
-        "runs": {"cjepa": {"config_overrides": "vicreg_weight=0.05"},
-                 "ijepa_ema99": {"config_overrides": {"vicreg_weight": 0}, "ema_momentum": 0.99}},
-        "seeds": [0], **extra,
+        "name": "tiny",
+        "recipe": str(tmp_path / "recipe.json"),
+        "common": {"learning_rate": 1e-3, "config_overrides": "vicreg_std_coeff=20"},
+        "runs": {
+            "cjepa": {"config_overrides": "vicreg_weight=0.05"},
+            "ijepa_ema99": {"config_overrides": {"vicreg_weight": 0}, "ema_momentum": 0.99},
+        },
+        "seeds": [0],
+        **extra,
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     return tmp_path / "spec.json"
@@ -39,8 +64,22 @@ def _spec(tmp_path, **extra):
 
 def _sweep(tmp_path, spec, *extra):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, SWEEP, str(spec), "--parallel", "2", "--work_dir", str(tmp_path / "work"),
-           "--records", str(tmp_path / "records"), "--output_dir", str(tmp_path / "results"), "--poll_seconds", "0.5", *extra]
+    cmd = [
+        sys.executable,
+        SWEEP,
+        str(spec),
+        "--parallel",
+        "2",
+        "--work_dir",
+        str(tmp_path / "work"),
+        "--records",
+        str(tmp_path / "records"),
+        "--output_dir",
+        str(tmp_path / "results"),
+        "--poll_seconds",
+        "0.5",
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc

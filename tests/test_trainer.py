@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.masking import MaskCollator
@@ -22,8 +23,6 @@ from cjepa_hf.trainer import (
     validate_checkpoint,
     weight_decay_at,
 )
-
-from conftest import TINY
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_tiny.py")
 
@@ -70,9 +69,11 @@ def test_param_groups_exclude_target_and_skip_decay_on_1d(tiny_config):
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("weight_decay_schedule", "step", "weight_decay_schedule must be one of"),
-     ("ema_momentum", 1.5, "ema_momentum must lie in"),
-     ("max_consecutive_nonfinite", 0, "max_consecutive_nonfinite must be >= 1")],
+    [
+        ("weight_decay_schedule", "step", "weight_decay_schedule must be one of"),
+        ("ema_momentum", 1.5, "ema_momentum must lie in"),
+        ("max_consecutive_nonfinite", 0, "max_consecutive_nonfinite must be >= 1"),
+    ],
 )
 def test_training_arguments_validation(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -85,9 +86,19 @@ def test_training_arguments_validation(tmp_path, field, value, message):
 def _trainer(tmp_path, config, data, **kw):
     torch.manual_seed(0)
     model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(**{
-        "output_dir": str(tmp_path), "use_cpu": True, "report_to": "none", "per_device_train_batch_size": 4,
-        "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 1, **kw})
+    args = CJEPATrainingArguments(
+        **{
+            "output_dir": str(tmp_path),
+            "use_cpu": True,
+            "report_to": "none",
+            "per_device_train_batch_size": 4,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "warmup_steps": 1,
+            **kw,
+        }
+    )
     return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
 
 
@@ -238,6 +249,7 @@ def test_trainer_model_card_is_the_cjepa_card(tmp_path, tiny_config):
 def test_a_stream_that_cannot_seek_is_replayed_by_trainer(tmp_path, tiny_config, caplog):
     """A plain IterableDataset (no `resume_at`): the checkpoint still records the position,
     and resuming falls back to Trainer's replay, which is exact inside the first epoch."""
+
     def run(out, resume=None):
         trainer = _trainer(out, tiny_config, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2)
         trainer.train(resume_from_checkpoint=resume)

@@ -34,18 +34,35 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "vit-h14": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, predictor_num_hidden_layers=12, patch_size=14),
     "vit-h16": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, predictor_num_hidden_layers=12, patch_size=16),
     "vit-g16": dict(
-        hidden_size=1408, num_hidden_layers=40, num_attention_heads=16, predictor_num_hidden_layers=16,
-        patch_size=16, intermediate_size=6144,  # MLP ratio 48/11
+        hidden_size=1408,
+        num_hidden_layers=40,
+        num_attention_heads=16,
+        predictor_num_hidden_layers=16,
+        patch_size=16,
+        intermediate_size=6144,  # MLP ratio 48/11
     ),
 }
 _ALIASES = {
-    "vit_tiny_patch16": "vit-t16", "vit-tiny": "vit-t16", "vit-t/16": "vit-t16",
-    "vit_small_patch16": "vit-s16", "vit-small": "vit-s16", "vit-s/16": "vit-s16",
-    "vit_base_patch16": "vit-b16", "vit-base": "vit-b16", "vit-b/16": "vit-b16",
-    "vit_large_patch16": "vit-l16", "vit-large": "vit-l16", "vit-l/16": "vit-l16",
-    "vit_huge_patch14": "vit-h14", "vit-huge": "vit-h14", "vit-h/14": "vit-h14",
-    "vit_huge_patch16": "vit-h16", "vit-h/16": "vit-h16",
-    "vit_giant_patch16": "vit-g16", "vit-giant": "vit-g16", "vit-g/16": "vit-g16",
+    "vit_tiny_patch16": "vit-t16",
+    "vit-tiny": "vit-t16",
+    "vit-t/16": "vit-t16",
+    "vit_small_patch16": "vit-s16",
+    "vit-small": "vit-s16",
+    "vit-s/16": "vit-s16",
+    "vit_base_patch16": "vit-b16",
+    "vit-base": "vit-b16",
+    "vit-b/16": "vit-b16",
+    "vit_large_patch16": "vit-l16",
+    "vit-large": "vit-l16",
+    "vit-l/16": "vit-l16",
+    "vit_huge_patch14": "vit-h14",
+    "vit-huge": "vit-h14",
+    "vit-h/14": "vit-h14",
+    "vit_huge_patch16": "vit-h16",
+    "vit-h/16": "vit-h16",
+    "vit_giant_patch16": "vit-g16",
+    "vit-giant": "vit-g16",
+    "vit-g/16": "vit-g16",
 }
 PRESET_NAMES = tuple(_PRESETS)
 
@@ -138,6 +155,7 @@ class MaskingSpec:
     @property
     def num_patches(self) -> int:
         return self.grid_size * self.grid_size
+
 
 @functools.lru_cache(maxsize=64)  # configs are built often (loading, copies); the size scan costs ~ms
 def _check_attainable(spec: MaskingSpec) -> None:
@@ -313,16 +331,24 @@ class CJEPAConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
         for name in (
-            "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
-            "num_attention_heads", "intermediate_size", "predictor_hidden_size",
-            "predictor_num_hidden_layers", "predictor_num_attention_heads",
-            "predictor_intermediate_size", "num_target_blocks", "min_keep",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "predictor_hidden_size",
+            "predictor_num_hidden_layers",
+            "predictor_num_attention_heads",
+            "predictor_intermediate_size",
+            "num_target_blocks",
+            "min_keep",
         ):
             positive_int(name)
         if self.image_size % self.patch_size != 0:
             raise ValueError(
-                f"image_size must be divisible by patch_size, got image_size={self.image_size} "
-                f"and patch_size={self.patch_size}"
+                f"image_size must be divisible by patch_size, got image_size={self.image_size} and patch_size={self.patch_size}"
             )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
@@ -351,9 +377,7 @@ class CJEPAConfig(PreTrainedConfig):
         if self.vicreg_source not in VICREG_SOURCES:
             raise ValueError(f"vicreg_source must be one of {VICREG_SOURCES}, got {self.vicreg_source!r}")
         if self.encoder_vicreg_features not in ENCODER_VICREG_FEATURES:
-            raise ValueError(
-                f"encoder_vicreg_features must be one of {ENCODER_VICREG_FEATURES}, got {self.encoder_vicreg_features!r}"
-            )
+            raise ValueError(f"encoder_vicreg_features must be one of {ENCODER_VICREG_FEATURES}, got {self.encoder_vicreg_features!r}")
         for name in ("vicreg_weight", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff", "encoder_vicreg_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -373,15 +397,19 @@ class CJEPAConfig(PreTrainedConfig):
     def masking_spec(self) -> MaskingSpec:
         """The validated masking settings the collator consumes (`cjepa_hf.masking.MaskCollator`)."""
         return MaskingSpec(
-            grid_size=self.grid_size, num_target_blocks=self.num_target_blocks, target_scale=self.target_scale,
-            target_aspect_ratio=self.target_aspect_ratio, context_scale=self.context_scale,
-            context_aspect_ratio=self.context_aspect_ratio, min_keep=self.min_keep,
+            grid_size=self.grid_size,
+            num_target_blocks=self.num_target_blocks,
+            target_scale=self.target_scale,
+            target_aspect_ratio=self.target_aspect_ratio,
+            context_scale=self.context_scale,
+            context_aspect_ratio=self.context_aspect_ratio,
+            min_keep=self.min_keep,
             allow_target_overlap=self.allow_target_overlap,
         )
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "CJEPAConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> CJEPAConfig:
         """A paper-size config: `vit-t16`, `vit-s16`, `vit-b16`, `vit-l16`, `vit-h14` (also
         `vit-h16`, `vit-g16`, and aliases such as `vit_base_patch16` or `vit-b/16`).
         Keyword arguments override any field."""
@@ -452,4 +480,16 @@ def parse_config_overrides(text: str | dict | None) -> dict[str, Any]:
     return overrides
 
 
-__all__ = ["CJEPAConfig", "IMAGENET_MEAN", "IMAGENET_STD", "MaskingSpec", "block_size", "config_field_names", "parse_config_overrides", "ENCODER_VICREG_FEATURES", "PRESET_NAMES", "JEPA_LOSSES", "VICREG_SOURCES"]
+__all__ = [
+    "CJEPAConfig",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MaskingSpec",
+    "block_size",
+    "config_field_names",
+    "parse_config_overrides",
+    "ENCODER_VICREG_FEATURES",
+    "PRESET_NAMES",
+    "JEPA_LOSSES",
+    "VICREG_SOURCES",
+]

@@ -23,11 +23,22 @@ import torch
 from .configuration_cjepa import CJEPAConfig
 from .modeling_cjepa import CJEPAForPreTraining, CJEPAModel
 
-_BLOCK_RENAMES = {"norm1": "norm1", "norm2": "norm2", "attn.qkv": "attention.qkv", "attn.proj": "attention.proj",
-                  "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_BLOCK_RENAMES = {
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "attn.qkv": "attention.qkv",
+    "attn.proj": "attention.proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 # (C-JEPA name, transformers IJepa name) inside layers.N
-_IJEPA_RENAMES = (("attention.proj", "attention.o_proj"), ("norm1", "layernorm_before"),
-                  ("norm2", "layernorm_after"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"))
+_IJEPA_RENAMES = (
+    ("attention.proj", "attention.o_proj"),
+    ("norm1", "layernorm_before"),
+    ("norm2", "layernorm_after"),
+    ("mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2"),
+)
 
 
 def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
@@ -53,7 +64,7 @@ def load_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
 
 
 # ============================================================================ transformers IJepaModel
@@ -89,8 +100,13 @@ def ijepa_to_cjepa_state_dict(state_dict: Mapping[str, torch.Tensor], num_layers
     any other unmapped key raises."""
     sd = {k: v for k, v in strip_prefix(state_dict, "ijepa.").items() if not k.startswith("pooler.")}
     out = {}
-    for name in ("embeddings.position_embeddings", "embeddings.patch_embeddings.projection.weight",
-                 "embeddings.patch_embeddings.projection.bias", "layernorm.weight", "layernorm.bias"):
+    for name in (
+        "embeddings.position_embeddings",
+        "embeddings.patch_embeddings.projection.weight",
+        "embeddings.patch_embeddings.projection.bias",
+        "layernorm.weight",
+        "layernorm.bias",
+    ):
         out[name] = sd.pop(name)
     for i in range(num_layers):
         p = f"layers.{i}."
@@ -147,9 +163,15 @@ def to_ijepa_model(model: CJEPAModel):
 
     c = model.config
     ijepa_config = IJepaConfig(
-        image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels, hidden_size=c.hidden_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-        intermediate_size=c.intermediate_size, hidden_act=c.hidden_act, layer_norm_eps=c.layer_norm_eps,
+        image_size=c.image_size,
+        patch_size=c.patch_size,
+        num_channels=c.num_channels,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        intermediate_size=c.intermediate_size,
+        hidden_act=c.hidden_act,
+        layer_norm_eps=c.layer_norm_eps,
         qkv_bias=c.qkv_bias,
     )
     ijepa = IJepaModel(ijepa_config)
@@ -238,14 +260,10 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"no I-JEPA checkpoint at {os.fspath(path)!r}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(
-            f"{os.fspath(path)!r} is not an I-JEPA training checkpoint: it holds a {type(checkpoint).__name__}, not a dict"
-        )
+        raise ValueError(f"{os.fspath(path)!r} is not an I-JEPA training checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
     missing = [k for k in ("encoder", "predictor") if k not in checkpoint]
     if missing:
-        raise ValueError(
-            f"{os.fspath(path)!r} is not an I-JEPA training checkpoint: it lacks {missing}; found keys {sorted(checkpoint)}"
-        )
+        raise ValueError(f"{os.fspath(path)!r} is not an I-JEPA training checkpoint: it lacks {missing}; found keys {sorted(checkpoint)}")
     return checkpoint
 
 

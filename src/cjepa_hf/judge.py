@@ -67,9 +67,16 @@ def judge_encoder(
     "effective_rank_centered", "dims"}, "protocol": {...}, "seconds": {phase: wall time}}."""
     start = time.time()
     protocol = {
-        "dataset": dataset, "train_split": train_split, "test_split": test_split, "train_samples": train_samples,
-        "test_samples": test_samples, "image_size": image_size, "pad_to": pad_to, "knn_k": knn_k,
-        "knn_temperature": knn_temperature, "seed": seed,
+        "dataset": dataset,
+        "train_split": train_split,
+        "test_split": test_split,
+        "train_samples": train_samples,
+        "test_samples": test_samples,
+        "image_size": image_size,
+        "pad_to": pad_to,
+        "knn_k": knn_k,
+        "knn_temperature": knn_temperature,
+        "seed": seed,
     }
     cache = _raw_pixel_cache(protocol, cache_dir)
     data = load_labelled_dataset(dataset)
@@ -103,7 +110,9 @@ def judge_encoder(
         sets["raw_pixels"] = (train_pix, test_pix)
     for name, (train_x, test_x) in sets.items():
         tick = time.time()
-        scores = evaluate_features(train_x, train_y, test_x, test_y, k=knn_k, temperature=knn_temperature, knn_weightings=("dino",), seed=seed)
+        scores = evaluate_features(
+            train_x, train_y, test_x, test_y, k=knn_k, temperature=knn_temperature, knn_weightings=("dino",), seed=seed
+        )
         result[name] = {
             "linear_top1": scores["linear_probe"]["accuracy"],
             "knn_top1": scores["knn"]["dino"],
@@ -117,7 +126,9 @@ def judge_encoder(
             json.dump(result["raw_pixels"], f)
         os.replace(cache + ".tmp", cache)
     result["protocol"] = {
-        **protocol, "train_samples": len(train_y), "test_samples": len(test_y),
+        **protocol,
+        "train_samples": len(train_y),
+        "test_samples": len(test_y),
         "linear_probe": "L-BFGS logistic regression on standardised features, weight decay chosen on 20% of the train features",
     }
     seconds["total"] = time.time() - start

@@ -24,7 +24,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_cjepa import CJEPAConfig
 
-
 # ============================================================================ position embeddings
 
 
@@ -92,9 +91,7 @@ class CJEPAPatchEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.dim() != 4 or pixel_values.shape[1] != self.num_channels:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {self.num_channels}, height, width), got {tuple(pixel_values.shape)}"
-            )
+            raise ValueError(f"pixel_values must have shape (batch, {self.num_channels}, height, width), got {tuple(pixel_values.shape)}")
         height, width = pixel_values.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"image height and width must be multiples of patch_size={self.patch_size}, got {height}x{width}")

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 -> fp32 for the VICReg statistics; fp32 and fp64 stay as they are."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
@@ -182,9 +183,7 @@ def vicreg_context_loss(
     """VICReg between the context view (B, D) and each target-block view (B, M, D),
     averaged over the M (context, block) pairs: the paper's prose variant."""
     if context.dim() != 2 or targets.dim() != 3 or targets.shape[0] != context.shape[0] or targets.shape[2] != context.shape[1]:
-        raise ValueError(
-            f"context must be (B, D) and targets (B, M, D), got {tuple(context.shape)} and {tuple(targets.shape)}"
-        )
+        raise ValueError(f"context must be (B, D) and targets (B, M, D), got {tuple(context.shape)} and {tuple(targets.shape)}")
     inv = (targets - context[:, None]).pow(2).mean()
     if gather_distributed:
         context, targets = gather_with_grad(context), gather_with_grad(targets)

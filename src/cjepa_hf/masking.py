@@ -20,7 +20,6 @@ Differences from the reference collator (facebookresearch/ijepa), all deliberate
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -156,9 +155,8 @@ def sample_masks(
         else:
             t_corner, placed = _place_disjoint(k, m, th, tw, g, t_off, generator, max_tries)
         tgt = t_corner.unsqueeze(-1) + t_off  # (k, M, Kt)
-        c_corner = (
-            torch.randint(0, g - ch + 1, (k, 1), generator=generator) * g
-            + torch.randint(0, g - cw + 1, (k, 1), generator=generator)
+        c_corner = torch.randint(0, g - ch + 1, (k, 1), generator=generator) * g + torch.randint(
+            0, g - cw + 1, (k, 1), generator=generator
         )  # (k, 1)
         ctx = torch.zeros(k, n, dtype=torch.bool)
         ctx.scatter_(1, c_corner + c_off, True)
@@ -233,9 +231,7 @@ class MaskCollator:
         """`sample_masks` with this collator's settings: ((B, Kc), (B, M, Kt)) long tensors."""
         return sample_masks(batch_size, generator, self.spec)
 
-    def masks_for(
-        self, batch_position: int, batch_size: int, epoch: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def masks_for(self, batch_position: int, batch_size: int, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The masks the batch at `batch_position` of `epoch` (default: the current epoch) gets.
         Pure: does not touch the counter."""
         epoch = self.epoch if epoch is None else epoch

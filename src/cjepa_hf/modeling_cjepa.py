@@ -34,7 +34,11 @@ from .processing_cjepa import build_image_processor
 # The files a saved folder needs for `trust_remote_code=True` loading (this file and every
 # package file it imports, directly or not), and the Auto map.
 REMOTE_CODE_FILES = (
-    "configuration_cjepa.py", "layers_cjepa.py", "losses.py", "modeling_cjepa.py", "processing_cjepa.py",
+    "configuration_cjepa.py",
+    "layers_cjepa.py",
+    "losses.py",
+    "modeling_cjepa.py",
+    "processing_cjepa.py",
 )
 AUTO_MAP = {
     "AutoConfig": "configuration_cjepa.CJEPAConfig",
@@ -87,9 +91,7 @@ class CJEPAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CJEPAEmbeddings):
             init.copy_(module.position_embeddings, sincos_2d(self.config.hidden_size, self.config.grid_size))
         elif isinstance(module, CJEPAPredictor):
-            init.copy_(
-                module.position_embeddings, sincos_2d(self.config.predictor_hidden_size, self.config.grid_size)
-            )
+            init.copy_(module.position_embeddings, sincos_2d(self.config.predictor_hidden_size, self.config.grid_size))
             init.trunc_normal_(module.mask_token, mean=0.0, std=std)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
@@ -148,9 +150,7 @@ class CJEPAModel(CJEPAPreTrainedModel):
         Returns last_hidden_state (B, N or K, D), pooler_output (B, D) = mean over tokens,
         hidden_states (embeddings + each block, before the final norm) and attentions when asked.
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
@@ -199,17 +199,13 @@ class CJEPAPredictor(nn.Module):
         self.register_buffer("position_embeddings", sincos_2d(width, config.grid_size), persistent=True)
         rates = drop_path_rates(config.drop_path_rate, config.predictor_num_hidden_layers)
         self.layers = nn.ModuleList(
-            CJEPALayer(
-                config, width, config.predictor_num_attention_heads, config.predictor_intermediate_size, rates[i], i + 1
-            )
+            CJEPALayer(config, width, config.predictor_num_attention_heads, config.predictor_intermediate_size, rates[i], i + 1)
             for i in range(config.predictor_num_hidden_layers)
         )
         self.layernorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.predictor_proj = nn.Linear(width, config.hidden_size)
 
-    def forward(
-        self, context_tokens: torch.Tensor, context_indices: torch.Tensor, target_indices: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, context_tokens: torch.Tensor, context_indices: torch.Tensor, target_indices: torch.Tensor) -> torch.Tensor:
         """context_tokens (B, K, D), context_indices (B, K), target_indices (B, M, T) -> (B, M, T, D)."""
         batch, kept, _ = context_tokens.shape
         if context_indices.shape != (batch, kept):
@@ -328,13 +324,13 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         self.target_encoder.requires_grad_(False)
         self.target_encoder.eval()
 
-    def train(self, mode: bool = True) -> "CJEPAForPreTraining":
+    def train(self, mode: bool = True) -> CJEPAForPreTraining:
         super().train(mode)
         self.target_encoder.eval()
         return self
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> "CJEPAForPreTraining":
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> CJEPAForPreTraining:
         model = super().from_pretrained(*args, **kwargs)
         model.freeze_target_encoder()  # loading re-creates parameters with requires_grad=True
         return model
@@ -419,13 +415,14 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-
     def _encoder_regulariser(self, context: torch.Tensor, gather_distributed: bool) -> dict[str, torch.Tensor]:
         """Variance + covariance of the context encoder's output (B, K, D): of its mean over
         the tokens, of the tokens themselves, or the sum of both (`encoder_vicreg_features`)."""
         config = self.config
         coeffs = dict(
-            std_coeff=config.vicreg_std_coeff, cov_coeff=config.vicreg_cov_coeff, eps=config.vicreg_eps,
+            std_coeff=config.vicreg_std_coeff,
+            cov_coeff=config.vicreg_cov_coeff,
+            eps=config.vicreg_eps,
             gather_distributed=gather_distributed,
         )
         parts = []
@@ -473,9 +470,7 @@ class CJEPAForImageClassification(CJEPAPreTrainedModel):
         if not return_dict:
             out = (logits, outputs.hidden_states, outputs.attentions)
             return ((loss,) + out) if loss is not None else out
-        return ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def _classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type

@@ -112,8 +112,7 @@ class OnlineLinearProbe(nn.Module):
         for name in (PROBE_WEIGHTS, PROBE_OPTIMIZER):
             if not os.path.exists(os.path.join(folder, name)):
                 raise FileNotFoundError(
-                    f"checkpoint {folder!r} has no {name}: it was written without the online probe; "
-                    "resume with --online_probe false"
+                    f"checkpoint {folder!r} has no {name}: it was written without the online probe; resume with --online_probe false"
                 )
         device = self.head.weight.device
         state = load_file(os.path.join(folder, PROBE_WEIGHTS), device=str(device))
@@ -161,9 +160,16 @@ class KNNMonitorSet:
         self.source, self.split = source, split
         self.bank_size, self.query_size = bank_size, query_size
         self.stream = build_pretrain_dataset(
-            source, image_size=image_size, patch_size=patch_size, split=split, image_column=image_column,
-            label_column=label_column, streaming=True if streaming is None else streaming, shuffle_buffer=0,
-            train=False, token=token,
+            source,
+            image_size=image_size,
+            patch_size=patch_size,
+            split=split,
+            image_column=image_column,
+            label_column=label_column,
+            streaming=True if streaming is None else streaming,
+            shuffle_buffer=0,
+            train=False,
+            token=token,
         )
         if self.stream.label_column is None:
             raise ValueError(f"the k-NN monitor needs labels, but {source!r} (split {split!r}) has no label column")
@@ -194,7 +200,9 @@ class KNNMonitorSet:
                 )
             self._cache = kept
 
-    def batches(self, rank: int = 0, world_size: int = 1, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, rank: int = 0, world_size: int = 1, batch_size: int = 256
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """This process's share (every world_size-th example from `rank`) as batches of
         (positions (b,), pixel_values (b, C, H, W), labels (b,)); position < bank_size is
         the memory bank."""

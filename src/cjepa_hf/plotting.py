@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from transformers import TrainerCallback
 
 _LOSS_TERMS = (
-    ("vicreg_invariance", "VICReg invariance"), ("vicreg_variance", "VICReg variance"),
-    ("vicreg_covariance", "VICReg covariance"), ("encoder_variance", "encoder variance"),
+    ("vicreg_invariance", "VICReg invariance"),
+    ("vicreg_variance", "VICReg variance"),
+    ("vicreg_covariance", "VICReg covariance"),
+    ("encoder_variance", "encoder variance"),
     ("encoder_covariance", "encoder covariance"),
 )
 
@@ -89,7 +91,8 @@ def training_figure(log_history: Sequence[dict], title: str = "C-JEPA pretrainin
     ax = axes[1, 2]
     evals = [h for h in log_history if "eval_knn_top1" in h]
     for key, label, source in (
-        ("eval_knn_top1", "k-NN monitor", evals), ("eval_linear_top1", "online probe (eval set)", evals),
+        ("eval_knn_top1", "k-NN monitor", evals),
+        ("eval_linear_top1", "online probe (eval set)", evals),
         ("online_linear_top1", "online probe (training batches)", logs),
     ):
         steps, values = series(key, source)

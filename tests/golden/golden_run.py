@@ -22,16 +22,31 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden.json")
 MODEL = dict(
-    image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-    predictor_hidden_size=32, predictor_num_hidden_layers=2, projector_dims=(64, 64), min_keep=4,
+    image_size=32,
+    patch_size=4,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    predictor_hidden_size=32,
+    predictor_num_hidden_layers=2,
+    projector_dims=(64, 64),
+    min_keep=4,
 )
 OBJECTIVES = {
     "cjepa": dict(vicreg_weight=0.05, encoder_vicreg_weight=0.05),
     "ijepa": dict(vicreg_weight=0.0),
 }
 LOGGED = (
-    "loss", "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
-    "encoder_vicreg_loss", "learning_rate", "weight_decay", "ema_momentum",
+    "loss",
+    "jepa_loss",
+    "vicreg_loss",
+    "vicreg_invariance",
+    "vicreg_variance",
+    "vicreg_covariance",
+    "encoder_vicreg_loss",
+    "learning_rate",
+    "weight_decay",
+    "ema_momentum",
 )
 
 
@@ -47,8 +62,17 @@ def run(objective: str) -> dict:
     data = [{"pixel_values": torch.randn(3, 32, 32, generator=g, dtype=torch.float64), "label": i % 4} for i in range(64)]
     with tempfile.TemporaryDirectory() as out:
         args = CJEPATrainingArguments(
-            output_dir=out, max_steps=20, per_device_train_batch_size=8, logging_steps=1, warmup_steps=5,
-            use_cpu=True, report_to="none", seed=0, disable_tqdm=True, save_strategy="no", online_probe=False,
+            output_dir=out,
+            max_steps=20,
+            per_device_train_batch_size=8,
+            logging_steps=1,
+            warmup_steps=5,
+            use_cpu=True,
+            report_to="none",
+            seed=0,
+            disable_tqdm=True,
+            save_strategy="no",
+            online_probe=False,
         )
         trainer = CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=2))
         trainer.train()

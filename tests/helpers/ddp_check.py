@@ -21,7 +21,6 @@ from cjepa_hf import CJEPAConfig, CJEPAForPreTraining  # noqa: E402
 from cjepa_hf.masking import MaskCollator  # noqa: E402
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments  # noqa: E402
 
-
 KEYS = ("loss", "jepa_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance", "encoder_variance", "encoder_covariance")
 
 
@@ -62,15 +61,24 @@ def trainer_check(out_dir: str) -> dict:
     g = torch.Generator().manual_seed(2)
     data = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(64)]
     args = CJEPATrainingArguments(
-        output_dir=os.path.join(out_dir, "trainer"), max_steps=4, per_device_train_batch_size=4, logging_steps=2,
-        use_cpu=True, report_to="none", warmup_steps=1, seed=0, disable_tqdm=True, save_strategy="no",
+        output_dir=os.path.join(out_dir, "trainer"),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        logging_steps=2,
+        use_cpu=True,
+        report_to="none",
+        warmup_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        save_strategy="no",
     )
     trainer = CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
     trainer.train()
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = trainer.accelerator.gather(flat.unsqueeze(0))
-    ema_moved = not torch.equal(model.target_encoder.layers[0].attention.qkv.weight,
-                                CJEPAForPreTraining(config).target_encoder.layers[0].attention.qkv.weight)
+    ema_moved = not torch.equal(
+        model.target_encoder.layers[0].attention.qkv.weight, CJEPAForPreTraining(config).target_encoder.layers[0].attention.qkv.weight
+    )
     return {
         "world_size": trainer.accelerator.num_processes,
         "rank_weight_max_diff": (gathered[0] - gathered[-1]).abs().max().item(),
@@ -95,12 +103,22 @@ def online_eval_check(out_dir: str) -> dict:
     data = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "label": i % 3} for i in range(64)]
     monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=31, query_size=20)
     args = CJEPATrainingArguments(
-        output_dir=os.path.join(out_dir, "online"), max_steps=2, per_device_train_batch_size=4, logging_steps=1,
-        use_cpu=True, report_to="none", warmup_steps=1, seed=0, disable_tqdm=True, save_strategy="no",
-        online_probe_num_labels=10, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=8,
+        output_dir=os.path.join(out_dir, "online"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        use_cpu=True,
+        report_to="none",
+        warmup_steps=1,
+        seed=0,
+        disable_tqdm=True,
+        save_strategy="no",
+        online_probe_num_labels=10,
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_eval_batch_size=8,
     )
-    trainer = CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0),
-                           eval_dataset=monitor)
+    trainer = CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0), eval_dataset=monitor)
     trainer.train()
     probe = trainer.online_probe.head.weight.detach().flatten()
     gathered = trainer.accelerator.gather(probe.unsqueeze(0))

@@ -50,9 +50,19 @@ def main() -> None:
             example["label"] = i % 3
     model = CJEPAForPreTraining(config)
     args = CJEPATrainingArguments(
-        output_dir=a.output_dir, max_steps=a.max_steps, per_device_train_batch_size=8, logging_steps=1,
-        save_steps=a.save_steps, use_cpu=True, report_to="none", warmup_steps=2, seed=0, disable_tqdm=True,
-        dataloader_num_workers=a.workers, gradient_accumulation_steps=a.grad_accum, save_only_model=False,
+        output_dir=a.output_dir,
+        max_steps=a.max_steps,
+        per_device_train_batch_size=8,
+        logging_steps=1,
+        save_steps=a.save_steps,
+        use_cpu=True,
+        report_to="none",
+        warmup_steps=2,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=a.workers,
+        gradient_accumulation_steps=a.grad_accum,
+        save_only_model=False,
         online_probe_num_labels=3 if a.labels else None,
     )
     trainer = Recording(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=3))
@@ -61,9 +71,16 @@ def main() -> None:
     logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
     target = torch.cat([p.detach().flatten() for p in model.target_encoder.parameters()])
     with open(os.path.join(a.output_dir, "run.json"), "w") as f:
-        json.dump({"logs": logs, "masks": trainer.mask_digests, "target": target.double().tolist()[:4096],
-                   "target_sum": float(target.double().sum()),
-                   "probe": [] if trainer.online_probe is None else trainer.online_probe.head.weight.flatten().tolist()}, f)
+        json.dump(
+            {
+                "logs": logs,
+                "masks": trainer.mask_digests,
+                "target": target.double().tolist()[:4096],
+                "target_sum": float(target.double().sum()),
+                "probe": [] if trainer.online_probe is None else trainer.online_probe.head.weight.flatten().tolist(),
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,7 @@ class _TimedStage(nn.Module):
     through a tensor hook on its output, when the gradient of that output is ready (the end of the
     backward of everything downstream)."""
 
-    def __init__(self, module: nn.Module, run: Callable, name: str, clock: _Clock, grad_mark: str | None,
-                 mark_dynamic: bool) -> None:
+    def __init__(self, module: nn.Module, run: Callable, name: str, clock: _Clock, grad_mark: str | None, mark_dynamic: bool) -> None:
         super().__init__()
         self.module = module
         object.__setattr__(self, "_run", run)  # not a submodule: may be a compiled wrapper of `module`
@@ -118,8 +117,9 @@ class TrainerStep:
     `step(batch)` returns the loss as a detached tensor without synchronising (reading it syncs);
     `instrumented_step(batch)` runs the same step and returns the time of each part."""
 
-    def __init__(self, model: nn.Module, options: StepOptions | None = None, total_steps: int = 1000,
-                 output_dir: str | None = None, **arguments: Any) -> None:
+    def __init__(
+        self, model: nn.Module, options: StepOptions | None = None, total_steps: int = 1000, output_dir: str | None = None, **arguments: Any
+    ) -> None:
         self.options = opts = options if options is not None else StepOptions()
         device = next(model.parameters()).device
         if opts.dtype == "bf16" and device.type != "cuda":
@@ -135,13 +135,25 @@ class TrainerStep:
             self._tmp = tempfile.TemporaryDirectory(prefix="cjepa-bench-")
             output_dir = self._tmp.name
         compile_args = dict(torch_compile_backend=opts.compile_backend, torch_compile_mode=opts.compile_mode) if opts.compile else {}
-        args = CJEPATrainingArguments(**{
-            "output_dir": output_dir, "use_cpu": device.type == "cpu", "report_to": "none", "max_steps": total_steps,
-            "optim": "adamw_torch_fused" if opts.adamw == "fused" else "adamw_torch", "bf16": opts.dtype == "bf16",
-            "torch_compile": opts.compile, **compile_args, "activation_checkpointing": opts.gradient_checkpointing,
-            "save_strategy": "no", "logging_strategy": "no", "disable_tqdm": True, "online_probe": False,
-            "collapse_monitor": False, **arguments,
-        })
+        args = CJEPATrainingArguments(
+            **{
+                "output_dir": output_dir,
+                "use_cpu": device.type == "cpu",
+                "report_to": "none",
+                "max_steps": total_steps,
+                "optim": "adamw_torch_fused" if opts.adamw == "fused" else "adamw_torch",
+                "bf16": opts.dtype == "bf16",
+                "torch_compile": opts.compile,
+                **compile_args,
+                "activation_checkpointing": opts.gradient_checkpointing,
+                "save_strategy": "no",
+                "logging_strategy": "no",
+                "disable_tqdm": True,
+                "online_probe": False,
+                "collapse_monitor": False,
+                **arguments,
+            }
+        )
         self.model = model
         self.trainer = trainer = CJEPATrainer(model=model, args=args)
         # What Trainer.train sets up before its first step (_prepare_for_training, _init_training_state).
@@ -197,7 +209,8 @@ class TrainerStep:
             opts = self.options
             self._stage_runs = {
                 name: torch.compile(getattr(self.model, name), backend=opts.compile_backend, mode=opts.compile_mode)
-                if opts.compile else getattr(self.model, name)
+                if opts.compile
+                else getattr(self.model, name)
                 for name in ("target_encoder", "context_encoder", "predictor")
             }
         return self._stage_runs

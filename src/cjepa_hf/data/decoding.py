@@ -19,7 +19,8 @@ import os
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,7 +80,10 @@ class BadRecordCounter:
             where = f"dataloader worker {worker.id} (pid {os.getpid()})" if worker else f"pid {os.getpid()}"
             logger.warning(
                 "skipped a bad image record (%s); %d bad records skipped so far in %s: %s",
-                error, count, where, dict(self.by_reason),
+                error,
+                count,
+                where,
+                dict(self.by_reason),
             )
 
     def reset(self) -> None:
@@ -274,7 +278,10 @@ class DecodeTransform:
 
     def __call__(self, value: Any, generator: RandomSource = None) -> torch.Tensor:
         image = decode_image(
-            value, draft_size=getattr(self.transform, "draft_size", None), min_size=self.min_size, token=self.token,
+            value,
+            draft_size=getattr(self.transform, "draft_size", None),
+            min_size=self.min_size,
+            token=self.token,
             max_image_pixels=self.max_image_pixels,
         )
         try:
@@ -287,5 +294,3 @@ class DecodeTransform:
             return self.transform(image, generator)
         except Exception as error:  # noqa: BLE001
             raise BadRecord("transform_error", f"{type(error).__name__}: {error}") from None
-
-

@@ -13,9 +13,8 @@ import os
 import struct
 import zlib
 
-import numpy as np
-
 import datasets
+import numpy as np
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 FASHION_MNIST_ENV = "CJEPA_FASHION_MNIST_DIR"
@@ -23,8 +22,16 @@ FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"  # the Hub copy of the I
 # Names that mean Fashion-MNIST (compared in lower case); each is read from the local IDX files.
 FASHION_MNIST_NAMES = ("fashion_mnist", "fashion-mnist", FASHION_MNIST_HUB_ID)
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 
@@ -35,9 +42,7 @@ def fashion_mnist_root() -> str:
 
 def _is_idx_dir(path: str) -> bool:
     """A folder holding (Fashion-)MNIST-style gzipped IDX files."""
-    return os.path.isdir(path) and any(
-        os.path.exists(os.path.join(path, f"{prefix}-images-idx3-ubyte.gz")) for prefix in ("train", "t10k")
-    )
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f"{prefix}-images-idx3-ubyte.gz")) for prefix in ("train", "t10k"))
 
 
 def _is_fashion_mnist_name(source: str) -> bool:
@@ -129,4 +134,3 @@ def load_fashion_mnist(split: str = "train", root: str | None = None) -> dataset
     table = pa.table({"image": image_column, "label": pa.array(labels.astype(np.int64))})
     table = table.cast(features.arrow_schema)
     return datasets.Dataset(table, info=datasets.DatasetInfo(features=features), split=datasets.NamedSplit(split))
-

@@ -40,6 +40,7 @@ def _builder_for_files(files: Sequence[str]) -> str:
         "expected .parquet, .arrow, .tar (webdataset) or image files"
     )
 
+
 _DATA_EXTENSIONS = ((".parquet", "parquet"), (".arrow", "arrow"), (".tar", "webdataset"))
 _SPLIT_NAMES = ("train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval")
 
@@ -133,9 +134,7 @@ def load_image_source(
     return ds
 
 
-def _resolve_columns(
-    features: datasets.Features | None, image_column: str, label_column: str | None
-) -> tuple[str, str | None]:
+def _resolve_columns(features: datasets.Features | None, image_column: str, label_column: str | None) -> tuple[str, str | None]:
     if features is None:  # unknown schema (some streams): trust the caller
         return image_column, label_column
     if image_column not in features:
@@ -159,4 +158,3 @@ def _resolve_columns(
             logger.warning("label column %r is %s, not an integer class: yielding no label", label_column, feature)
             label_column = None
     return image_column, label_column
-

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
-from typing import Any, Callable
-
-import numpy as np
-import torch
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import datasets
+import numpy as np
+import torch
 from datasets.distributed import split_dataset_by_node
 
 from .decoding import BAD_RECORDS, DEFAULT_MAX_IMAGE_PIXELS, BadRecord, BadRecordCounter, DecodeTransform
@@ -104,7 +103,7 @@ class PretrainImageStream(torch.utils.data.IterableDataset):
 
     n_shards = num_shards
 
-    def shard(self, num_shards: int, index: int, contiguous: bool = True) -> "PretrainImageStream":
+    def shard(self, num_shards: int, index: int, contiguous: bool = True) -> PretrainImageStream:
         """This stream restricted to shard `index` of `num_shards` (see `datasets.IterableDataset.shard`)."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
@@ -179,9 +178,10 @@ class PretrainImageStream(torch.utils.data.IterableDataset):
             yield pending
         elif skipped:
             logger.error(
-                "a data stream (rank %d, worker %d) held %d records and all were bad: their count cannot "
-                "travel in num_skipped",
-                self.rank, worker_id, skipped,
+                "a data stream (rank %d, worker %d) held %d records and all were bad: their count cannot travel in num_skipped",
+                self.rank,
+                worker_id,
+                skipped,
             )
 
     def __repr__(self) -> str:
@@ -271,9 +271,7 @@ def build_pretrain_dataset(
     if pad_to is None:
         pad_to = auto_pad_to(source, image_size, patch_size)
     if train:
-        transform: Callable[..., torch.Tensor] = PretrainTransform(
-            image_size, scale, ratio, interpolation or "bilinear"
-        )
+        transform: Callable[..., torch.Tensor] = PretrainTransform(image_size, scale, ratio, interpolation or "bilinear")
     else:
         crop_pct = crop_pct_for_padding(image_size, pad_to, eval_crop_pct)
         transform = EvalTransform(image_size, crop_pct=crop_pct, interpolation=interpolation or "bicubic")
@@ -281,7 +279,11 @@ def build_pretrain_dataset(
         transform, min_size=patch_size, pad_to=pad_to, pad_fill=pad_fill, token=token, max_image_pixels=max_image_pixels
     )
     return PretrainImageStream(
-        ds, decode_transform, image_column=image_column, label_column=label_column, seed=seed, rank=rank,
+        ds,
+        decode_transform,
+        image_column=image_column,
+        label_column=label_column,
+        seed=seed,
+        rank=rank,
         max_consecutive_bad=max_consecutive_bad,
     )
-

@@ -48,7 +48,6 @@ def pad_to_size(image: Image.Image, size: int, fill: int = 0) -> Image.Image:
     return canvas
 
 
-
 def auto_pad_to(source: str | None, image_size: int, patch_size: int) -> int | None:
     """The size to pad `source`'s images to, or None to resize them: Fashion-MNIST (28 x 28,
     `is_fashion_mnist`) is padded to `image_size` (not upscaled) when that adds at most one
@@ -246,5 +245,3 @@ class EvalTransform:
         if (left, top, width, height) != (0, 0, size, size):
             image = image.crop((left, top, left + size, top + size))
         return self.normalize(image)
-
-

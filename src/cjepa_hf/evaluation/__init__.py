@@ -54,6 +54,10 @@ from .probes import (
 
 __all__ = [
     "ACCURACY_METRIC_PATH",
+    "FASHION_MNIST_NAMES",
+    "KNN_WEIGHTINGS",
+    "PROBE_OPTIMIZERS",
+    "PROCESSOR_FILE",
     "DEFAULT_WEIGHT_DECAYS",
     "ClassificationTransform",
     "FASHION_MNIST_HUB_ID",

@@ -12,12 +12,11 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import torch.nn as nn
 from PIL import Image
-
-import datasets
 
 from ..losses import effective_rank, feature_std
 from .labelled import check_columns
@@ -26,9 +25,7 @@ from .preprocessing import ClassificationTransform, batch_transform, collate_cla
 logger = logging.getLogger(__name__)
 
 
-def load_encoder(
-    name_or_path: str, *, random_init: bool = False, seed: int = 0, **from_pretrained_kwargs: Any
-) -> nn.Module:
+def load_encoder(name_or_path: str, *, random_init: bool = False, seed: int = 0, **from_pretrained_kwargs: Any) -> nn.Module:
     """The frozen encoder to evaluate, in eval mode.
 
     `AutoModel.from_pretrained(name_or_path)`: a saved `CJEPAForPreTraining` (a pretraining
@@ -85,9 +82,7 @@ def _batches(
             collate = collate_classification
         else:
             collate = None
-        data = torch.utils.data.DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
-        )
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     for batch in data:
         if isinstance(batch, Mapping):
             labels = batch.get("labels", batch.get("label"))
@@ -158,8 +153,12 @@ def extract_features(
     model = model.to(device).eval()
     features, labels = [], []
     for pixels, y in _batches(
-        dataset_or_loader, batch_size=batch_size, transform=transform, image_column=image_column,
-        label_column=label_column, num_workers=num_workers,
+        dataset_or_loader,
+        batch_size=batch_size,
+        transform=transform,
+        image_column=image_column,
+        label_column=label_column,
+        num_workers=num_workers,
     ):
         features.append(encode(model, pixels.to(device, non_blocking=True), last_n_layers).float().cpu())
         labels.append(y)
@@ -188,8 +187,12 @@ def raw_pixel_features(
         transform = ClassificationTransform(image_size, train=False)
     features, labels = [], []
     for pixels, y in _batches(
-        dataset_or_loader, batch_size=batch_size, transform=transform, image_column=image_column,
-        label_column=label_column, num_workers=num_workers,
+        dataset_or_loader,
+        batch_size=batch_size,
+        transform=transform,
+        image_column=image_column,
+        label_column=label_column,
+        num_workers=num_workers,
     ):
         features.append(pixels.float().flatten(1))
         labels.append(y)
@@ -209,4 +212,3 @@ def feature_statistics(features: torch.Tensor) -> dict[str, float]:
         "effective_rank_centered": effective_rank(features - features.mean(dim=0)).item(),
         "dims": int(features.shape[1]),
     }
-

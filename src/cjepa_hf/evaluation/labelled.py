@@ -1,14 +1,12 @@
-"""Labelled datasets for evaluation: `load_labelled_dataset` (Fashion-MNIST from its IDX files, image folders, or a Hub id), column checks, class names, the train / evaluation split and seeded subsampling.
-"""
+"""Labelled datasets for evaluation: `load_labelled_dataset` (Fashion-MNIST from its IDX files, image folders, or a Hub id), column checks, class names, the train / evaluation split and seeded subsampling."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import numpy as np
-
 import datasets
+import numpy as np
 
 from ..data import fashion_mnist_dir, is_fashion_mnist, load_fashion_mnist
 
@@ -56,8 +54,7 @@ def check_columns(dataset: datasets.Dataset, image_column: str, label_column: st
     for kind, column in (("image", image_column), ("label", label_column)):
         if column not in dataset.column_names:
             raise ValueError(
-                f"{kind} column {column!r} not found; the dataset's columns are {dataset.column_names} "
-                f"(set --{kind}_column_name)"
+                f"{kind} column {column!r} not found; the dataset's columns are {dataset.column_names} (set --{kind}_column_name)"
             )
 
 
@@ -98,11 +95,7 @@ def split_train_eval(
     if not 0.0 < train_val_split < 1.0:
         raise ValueError(f"train_val_split must lie in (0, 1) when there is no validation split, got {train_val_split}")
     train = dataset[train_split]
-    stratify = (
-        label_column
-        if label_column in train.features and isinstance(train.features[label_column], datasets.ClassLabel)
-        else None
-    )
+    stratify = label_column if label_column in train.features and isinstance(train.features[label_column], datasets.ClassLabel) else None
     try:
         parts = train.train_test_split(test_size=train_val_split, seed=seed, stratify_by_column=stratify)
     except ValueError:  # too few examples of some class to stratify
@@ -117,4 +110,3 @@ def subsample(dataset: Any, max_samples: int | None, seed: int = 0) -> Any:
     if max_samples <= 0:
         raise ValueError(f"max_samples must be positive, got {max_samples}")
     return dataset.shuffle(seed=seed).select(range(max_samples))
-

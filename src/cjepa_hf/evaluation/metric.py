@@ -26,9 +26,7 @@ class NumpyAccuracy:
     def compute(self, *, predictions: Sequence[int], references: Sequence[int]) -> dict[str, float]:
         predictions, references = np.asarray(predictions), np.asarray(references)
         if predictions.shape != references.shape:
-            raise ValueError(
-                f"predictions and references must have the same shape, got {predictions.shape} and {references.shape}"
-            )
+            raise ValueError(f"predictions and references must have the same shape, got {predictions.shape} and {references.shape}")
         return {"accuracy": float((predictions == references).mean()) if predictions.size else 0.0}
 
 
@@ -51,4 +49,3 @@ def load_accuracy_metric(name_or_path: str | None = None) -> Any:
             logger.warning("evaluate.load(%r) failed (%s: %s)", candidate, type(error).__name__, error)
     logger.warning("accuracy computed with numpy")
     return NumpyAccuracy()
-

@@ -1,5 +1,4 @@
-"""Preprocessing for evaluation and fine-tuning: `ClassificationTransform` (built from `cjepa_hf.data`'s crop, padding rule and normaliser), the model's own image processor (`ProcessorTransform`, `model_transforms`), and batching helpers for `datasets`.
-"""
+"""Preprocessing for evaluation and fine-tuning: `ClassificationTransform` (built from `cjepa_hf.data`'s crop, padding rule and normaliser), the model's own image processor (`ProcessorTransform`, `model_transforms`), and batching helpers for `datasets`."""
 
 from __future__ import annotations
 
@@ -62,9 +61,7 @@ class ClassificationTransform:
             self.crop = RandomResizedCrop(image_size, scale=scale)
             self.normalize = NormalizeToTensor(mean, std)
         else:
-            self.eval_transform = EvalTransform(
-                image_size, crop_pct=crop_pct_for_padding(image_size, pad_to, crop_pct), mean=mean, std=std
-            )
+            self.eval_transform = EvalTransform(image_size, crop_pct=crop_pct_for_padding(image_size, pad_to, crop_pct), mean=mean, std=std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_rgb(image)
@@ -114,7 +111,6 @@ def eval_image_processor(config: Any, pad_to: int | None = None) -> Any:
     if pad_to != config.image_size:
         raise ValueError(f"pad_to must equal the model's image_size ({config.image_size}) for a processor, got {pad_to}")
     return build_image_processor(config, resize=False)
-
 
 
 def load_model_image_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> Any | None:
@@ -191,4 +187,3 @@ def model_transforms(
         norm = dict(mean=tuple(processor.image_mean), std=tuple(processor.image_std))
     train = ClassificationTransform(config.image_size, train=True, pad_to=pad_to, scale=scale, hflip=hflip, **norm)
     return train, ProcessorTransform(processor), processor
-

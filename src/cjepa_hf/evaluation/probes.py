@@ -67,8 +67,13 @@ def fit_logistic_regression(
     nn.init.zeros_(linear.bias)
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
-            linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-6, tolerance_change=1e-9,
+            linear.parameters(),
+            lr=1.0,
+            max_iter=max_iter,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-6,
+            tolerance_change=1e-9,
         )
 
         def closure() -> torch.Tensor:
@@ -125,9 +130,7 @@ def train_linear_probe(
     if train_x.dim() != 2 or val_x.dim() != 2 or train_x.shape[1] != val_x.shape[1]:
         raise ValueError(f"features must be (N, F) with the same F, got {tuple(train_x.shape)} and {tuple(val_x.shape)}")
     if len(train_x) != len(train_y) or len(val_x) != len(val_y):
-        raise ValueError(
-            f"features and labels must have the same length, got {len(train_x)}/{len(train_y)} and {len(val_x)}/{len(val_y)}"
-        )
+        raise ValueError(f"features and labels must have the same length, got {len(train_x)}/{len(train_y)} and {len(val_x)}/{len(val_y)}")
     if not weight_decays:
         raise ValueError("weight_decays must name at least one value")
     if not 0.0 < holdout_fraction < 1.0:
@@ -237,8 +240,14 @@ def knn_accuracy(
         raise ValueError(f"test features and labels differ in length: {len(test_x)} vs {len(test_y)}")
     num_classes = num_classes or int(max(train_y.max(), test_y.max()).item()) + 1
     predictions = knn_predict(
-        train_x, train_y, test_x, k=k, temperature=temperature, weighting=weighting,
-        num_classes=num_classes, batch_size=batch_size,
+        train_x,
+        train_y,
+        test_x,
+        k=k,
+        temperature=temperature,
+        weighting=weighting,
+        num_classes=num_classes,
+        batch_size=batch_size,
     )
     return (predictions == test_y.long()).float().mean().item()
 
@@ -270,8 +279,7 @@ def evaluate_features(
         lp.pop("classifier")
         result["linear_probe"] = lp
     result["knn"] = {
-        w: knn_accuracy(train_x, train_y, test_x, test_y, k, temperature, weighting=w, num_classes=num_classes)
-        for w in knn_weightings
+        w: knn_accuracy(train_x, train_y, test_x, test_y, k, temperature, weighting=w, num_classes=num_classes) for w in knn_weightings
     }
     result["knn_k"], result["knn_temperature"] = k, temperature
     result["feature_stats"] = feature_statistics(test_x)
@@ -304,10 +312,21 @@ def probe_results(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     suffix = f", last {layers} blocks" if layers and layers > 1 else ""
     out = []
     if result.get("linear_probe"):
-        out.append({**common, "protocol": "linear probe", "metric_name": f"linear probe top-1 accuracy{suffix}",
-                    "value": float(result["linear_probe"]["accuracy"])})
+        out.append(
+            {
+                **common,
+                "protocol": "linear probe",
+                "metric_name": f"linear probe top-1 accuracy{suffix}",
+                "value": float(result["linear_probe"]["accuracy"]),
+            }
+        )
     for weighting, value in (result.get("knn") or {}).items():
-        out.append({**common, "protocol": "k-NN", "value": float(value),
-                    "metric_name": f"k-NN top-1 accuracy (k={result.get('knn_k')}, {weighting}){suffix}"})
+        out.append(
+            {
+                **common,
+                "protocol": "k-NN",
+                "value": float(value),
+                "metric_name": f"k-NN top-1 accuracy (k={result.get('knn_k')}, {weighting}){suffix}",
+            }
+        )
     return out
-

@@ -43,9 +43,25 @@ BASE_TAGS = ("cjepa", "jepa", "self-supervised-learning", "vision-transformer", 
 
 # Training arguments shown in the card, in this order (TrainingArguments names).
 _RECIPE_KEYS = (
-    "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
-    "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay", "optim",
-    "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "bf16", "fp16", "tf32", "seed", "data_seed",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "warmup_steps",
+    "weight_decay",
+    "optim",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "max_grad_norm",
+    "bf16",
+    "fp16",
+    "tf32",
+    "seed",
+    "data_seed",
 )
 _SECRET_MARKERS = ("token", "password", "secret", "credential")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -165,10 +181,19 @@ def recipe_rows(training_args: Mapping[str, Any]) -> list[tuple[str, str]]:
         if key in args and keep(key, args[key]):
             rows.append((key, _fmt(args[key])))
     if "warmup_start_lr" in args:  # CJEPATrainingArguments: say what the schedules are
-        rows.append(("learning-rate schedule", f"linear warmup {_fmt(args['warmup_start_lr'])} -> "
-                     f"{_fmt(args.get('learning_rate'))} over warmup_steps, then cosine to {_fmt(args.get('final_lr'))}"))
-        rows.append(("weight-decay schedule", f"{args.get('weight_decay_schedule', 'cosine')} "
-                     f"{_fmt(args.get('weight_decay'))} -> {_fmt(args.get('final_weight_decay'))}"))
+        rows.append(
+            (
+                "learning-rate schedule",
+                f"linear warmup {_fmt(args['warmup_start_lr'])} -> "
+                f"{_fmt(args.get('learning_rate'))} over warmup_steps, then cosine to {_fmt(args.get('final_lr'))}",
+            )
+        )
+        rows.append(
+            (
+                "weight-decay schedule",
+                f"{args.get('weight_decay_schedule', 'cosine')} {_fmt(args.get('weight_decay'))} -> {_fmt(args.get('final_weight_decay'))}",
+            )
+        )
         rows.append(("EMA momentum", f"linear {_fmt(args.get('ema_momentum'))} -> {_fmt(args.get('final_ema_momentum'))}"))
     for key in sorted(args):
         if key in standard or key in _RECIPE_KEYS or not keep(key, args[key]):
@@ -262,9 +287,7 @@ def compute_rows(compute: Mapping[str, Any] | None, trainer_state: Mapping[str, 
 
 def library_versions() -> list[tuple[str, str]]:
     """(library, version) of the libraries writing this card."""
-    return [("cjepa-hf", __version__)] + [
-        (name, version(name)) for name in ("transformers", "torch", "huggingface_hub", "safetensors")
-    ]
+    return [("cjepa-hf", __version__)] + [(name, version(name)) for name in ("transformers", "torch", "huggingface_hub", "safetensors")]
 
 
 def usage_id(model_name: str, model_path: str | os.PathLike | None = None) -> str:
@@ -368,35 +391,45 @@ def render_model_card(
 
     processor = image_processor if image_processor is not None else build_image_processor(config)
     load_id = usage_id(model_name, model_path)
-    architecture = _rows([
-        ("image size", f"{config.image_size} x {config.image_size}"),
-        ("patch size", config.patch_size),
-        ("patch tokens", f"{config.num_patches} ({config.grid_size} x {config.grid_size}), no CLS token"),
-        ("width / depth / heads", f"{config.hidden_size} / {config.num_hidden_layers} / {config.num_attention_heads}"),
-        ("MLP size", config.intermediate_size),
-        ("LayerNorm eps", config.layer_norm_eps),
-        ("position embeddings", "fixed 2-D sin-cos"),
-        ("predictor width / depth / heads (pretraining only)",
-         f"{config.predictor_hidden_size} / {config.predictor_num_hidden_layers} / {config.predictor_num_attention_heads}"),
-    ])
-    masking = _rows([
-        ("target blocks per image", config.num_target_blocks),
-        ("target block scale", config.target_scale),
-        ("target block aspect ratio", config.target_aspect_ratio),
-        ("context block scale", config.context_scale),
-        ("context block aspect ratio", config.context_aspect_ratio),
-        ("targets may overlap", config.allow_target_overlap),
-        ("min patches kept", config.min_keep),
-    ])
-    loss = _rows([
-        ("JEPA regression loss", config.jepa_loss + (f" (beta {config.smooth_l1_beta:g})" if config.jepa_loss == "smooth_l1" else "")),
-        ("VICReg weight (beta)", config.vicreg_weight),
-        ("VICReg coefficients (sim / std / cov)",
-         f"{config.vicreg_sim_coeff:g} / {config.vicreg_std_coeff:g} / {config.vicreg_cov_coeff:g}"),
-        ("VICReg variance eps", config.vicreg_eps),
-        ("VICReg source", config.vicreg_source),
-        ("projector sizes", (config.hidden_size, *config.projector_dims)),
-    ])
+    architecture = _rows(
+        [
+            ("image size", f"{config.image_size} x {config.image_size}"),
+            ("patch size", config.patch_size),
+            ("patch tokens", f"{config.num_patches} ({config.grid_size} x {config.grid_size}), no CLS token"),
+            ("width / depth / heads", f"{config.hidden_size} / {config.num_hidden_layers} / {config.num_attention_heads}"),
+            ("MLP size", config.intermediate_size),
+            ("LayerNorm eps", config.layer_norm_eps),
+            ("position embeddings", "fixed 2-D sin-cos"),
+            (
+                "predictor width / depth / heads (pretraining only)",
+                f"{config.predictor_hidden_size} / {config.predictor_num_hidden_layers} / {config.predictor_num_attention_heads}",
+            ),
+        ]
+    )
+    masking = _rows(
+        [
+            ("target blocks per image", config.num_target_blocks),
+            ("target block scale", config.target_scale),
+            ("target block aspect ratio", config.target_aspect_ratio),
+            ("context block scale", config.context_scale),
+            ("context block aspect ratio", config.context_aspect_ratio),
+            ("targets may overlap", config.allow_target_overlap),
+            ("min patches kept", config.min_keep),
+        ]
+    )
+    loss = _rows(
+        [
+            ("JEPA regression loss", config.jepa_loss + (f" (beta {config.smooth_l1_beta:g})" if config.jepa_loss == "smooth_l1" else "")),
+            ("VICReg weight (beta)", config.vicreg_weight),
+            (
+                "VICReg coefficients (sim / std / cov)",
+                f"{config.vicreg_sim_coeff:g} / {config.vicreg_std_coeff:g} / {config.vicreg_cov_coeff:g}",
+            ),
+            ("VICReg variance eps", config.vicreg_eps),
+            ("VICReg source", config.vicreg_source),
+            ("projector sizes", (config.hidden_size, *config.projector_dims)),
+        ]
+    )
     preprocessing = preprocessing_rows(processor)
     result_rows = [
         {

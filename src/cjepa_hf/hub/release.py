@@ -107,7 +107,7 @@ def load_target_encoder(checkpoint_dir: str | os.PathLike) -> CJEPAModel:
     state = _read_safetensors(folder)
     prefix = "target_encoder."
     if any(k.startswith(prefix) for k in state):
-        encoder_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        encoder_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     elif any(k.startswith("embeddings.") for k in state):
         encoder_state = state
     else:
@@ -175,8 +175,7 @@ def save_release(
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(
-            f"{os.fspath(out)!r} exists and is not empty ({sorted(p.name for p in out.iterdir())}); "
-            "choose a new folder or remove it"
+            f"{os.fspath(out)!r} exists and is not empty ({sorted(p.name for p in out.iterdir())}); choose a new folder or remove it"
         )
     out.mkdir(parents=True, exist_ok=True)
     encoder.save_pretrained(out)  # writes the default processor; replaced below when one is given
@@ -242,8 +241,11 @@ def export_release(
                 stacklevel=2,
             )
     processor = (
-        load_image_processor_file(image_processor) if isinstance(image_processor, (str, os.PathLike))
-        else image_processor if image_processor is not None else build_image_processor(encoder.config)
+        load_image_processor_file(image_processor)
+        if isinstance(image_processor, (str, os.PathLike))
+        else image_processor
+        if image_processor is not None
+        else build_image_processor(encoder.config)
     )
     compute = dict(compute or {})
     if compute.get("wall_time_s") is None:  # scripts/pretrain.py's record of the run

@@ -25,8 +25,17 @@ def _is_unreachable(error: BaseException) -> bool:
     connection, a DNS failure or a timeout, from any HTTP client huggingface_hub may use."""
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
-    network = {"TransportError", "NetworkError", "ConnectError", "ConnectTimeout", "TimeoutException",
-               "ConnectionError", "Timeout", "NewConnectionError", "MaxRetryError"}
+    network = {
+        "TransportError",
+        "NetworkError",
+        "ConnectError",
+        "ConnectTimeout",
+        "TimeoutException",
+        "ConnectionError",
+        "Timeout",
+        "NewConnectionError",
+        "MaxRetryError",
+    }
     return any(
         cls.__name__ in network and cls.__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3")
         for cls in type(error).__mro__

@@ -40,8 +40,10 @@ class CJEPATrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collated mask tensors."})
     online_probe: bool = field(
         default=True,
-        metadata={"help": "Train a linear probe on the detached target features when the training data has labels "
-                  "(logged as online_linear_top1; never changes the encoders' updates)."},
+        metadata={
+            "help": "Train a linear probe on the detached target features when the training data has labels "
+            "(logged as online_linear_top1; never changes the encoders' updates)."
+        },
     )
     online_probe_lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the online probe."})
     online_probe_num_labels: int | None = field(
@@ -55,16 +57,16 @@ class CJEPATrainingArguments(TrainingArguments):
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per forward of the k-NN monitor."})
     ddp_find_unused_parameters: bool | None = field(
         default=False,
-        metadata={"help": "DDP's search for unused parameters: off, every trainable parameter of C-JEPA gets a "
-                  "gradient at every step (the search would cost a graph traversal and print a warning)."},
+        metadata={
+            "help": "DDP's search for unused parameters: off, every trainable parameter of C-JEPA gets a "
+            "gradient at every step (the search would cost a graph traversal and print a warning)."
+        },
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.weight_decay_schedule not in WEIGHT_DECAY_SCHEDULES:
-            raise ValueError(
-                f"weight_decay_schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got {self.weight_decay_schedule!r}"
-            )
+            raise ValueError(f"weight_decay_schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got {self.weight_decay_schedule!r}")
         for name in ("ema_momentum", "final_ema_momentum"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")

@@ -24,7 +24,7 @@ class CJEPACallback(TrainerCallback):
     """Reads and writes `state` (the trainer's `step_state`); uses the trainer's accelerator,
     model and optimizer, and asks it to start an epoch and to check the non-finite counters."""
 
-    def __init__(self, trainer: "CJEPATrainer", state: StepState) -> None:
+    def __init__(self, trainer: CJEPATrainer, state: StepState) -> None:
         self.trainer = trainer
         self.state = state
 

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "cjepa_state.json"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
+
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint folder with missing, truncated or malformed files, or non-finite weights."""
 
@@ -62,7 +63,8 @@ def _check_safetensors(path: str) -> None:
             raise CorruptCheckpointError(f"{path} has an unreadable header: {error}") from None
     if not isinstance(header, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
-        for k, v in header.items() if k != "__metadata__"
+        for k, v in header.items()
+        if k != "__metadata__"
     ):
         raise CorruptCheckpointError(f"{path} has a malformed header (each tensor needs data_offsets [begin, end])")
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
@@ -76,9 +78,7 @@ def _check_safetensors(path: str) -> None:
                 tensor = f.get_tensor(key)
                 if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                     bad = int((~torch.isfinite(tensor)).sum())
-                    raise CorruptCheckpointError(
-                        f"{path}: tensor {key} holds non-finite values ({bad} of {tensor.numel()} are NaN or inf)"
-                    )
+                    raise CorruptCheckpointError(f"{path}: tensor {key} holds non-finite values ({bad} of {tensor.numel()} are NaN or inf)")
     except SafetensorError as error:
         raise CorruptCheckpointError(f"{path} cannot be read: {error}") from None
 
@@ -133,13 +133,10 @@ def _check_cjepa_state(path: str) -> None:
         if not _is_count(state[key]):
             raise CorruptCheckpointError(f"{path}: {key} must be an integer >= 0, got {state[key]!r}")
     if "dataloader_num_workers" in state and not _is_count(state["dataloader_num_workers"]):
-        raise CorruptCheckpointError(
-            f"{path}: dataloader_num_workers must be an integer >= 0, got {state['dataloader_num_workers']!r}"
-        )
+        raise CorruptCheckpointError(f"{path}: dataloader_num_workers must be an integer >= 0, got {state['dataloader_num_workers']!r}")
     sums = state.get("online_probe_sums")
     if sums is not None and not (
-        isinstance(sums, list) and len(sums) == 3
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums)
+        isinstance(sums, list) and len(sums) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sums)
     ):
         raise CorruptCheckpointError(f"{path}: online_probe_sums must be 3 numbers (loss sum, correct, seen), got {sums!r}")
     data = state.get("data")
@@ -157,7 +154,8 @@ def _check_cjepa_state(path: str) -> None:
             raise CorruptCheckpointError(f"{path}: data.{key} must be an integer >= {minimum}, got {data[key]!r}")
     world, workers, records = data["world_size"], data["num_workers"], data["records"]
     if not (
-        isinstance(records, list) and len(records) == world
+        isinstance(records, list)
+        and len(records) == world
         and all(isinstance(r, list) and len(r) == workers and all(_is_count(v) for v in r) for r in records)
     ):
         raise CorruptCheckpointError(
@@ -233,9 +231,7 @@ def latest_valid_checkpoint(output_dir: str) -> str | None:
     corrupt ones are skipped with a warning naming the problem."""
     if not os.path.isdir(output_dir):
         return None
-    found = sorted(
-        ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT.match(name))), reverse=True
-    )
+    found = sorted(((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT.match(name))), reverse=True)
     for _, name in found:
         folder = os.path.join(output_dir, name)
         try:
@@ -268,6 +264,7 @@ def rotate_checkpoints(run_dir: str, limit: int | None, protected: list[str | No
         logger.info("deleting older checkpoint %s (save_total_limit=%d)", path, limit)
         shutil.rmtree(path, ignore_errors=True)
         remaining -= 1
+
 
 def write_json_atomically(path: str, obj: Any) -> None:
     """Write JSON to path.tmp, then rename it to path: path is complete or absent, never a
@@ -309,7 +306,6 @@ def as_disk_full(error: BaseException, folder: str) -> DiskFullError | None:
         "That checkpoint is incomplete and is never resumed from (validate_checkpoint rejects it); free some space "
         "(or lower save_total_limit) and resume with resume_from_checkpoint='latest'",
     )
-
 
 
 @contextlib.contextmanager

@@ -42,9 +42,7 @@ def mark_dynamic_masks(context_indices: torch.Tensor, target_indices: torch.Tens
     torch._dynamo.maybe_mark_dynamic(target_indices, 2)
 
 
-def trim_context(
-    context_indices: torch.Tensor, multiple: int = 8, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def trim_context(context_indices: torch.Tensor, multiple: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
     """Cut the context (B, K) to K' = multiple * floor(K / multiple) patches, keeping a uniformly
     random subset of each row (sorted ascending), or return it unchanged when K is already a
     multiple or smaller than `multiple`.

@@ -69,7 +69,7 @@ class StepState:
     buffers: BufferSnapshot = field(default_factory=BufferSnapshot)
 
     @classmethod
-    def on(cls, device: torch.device | str) -> "StepState":
+    def on(cls, device: torch.device | str) -> StepState:
         def zero() -> torch.Tensor:
             return torch.zeros((), device=device)
 

@@ -62,8 +62,14 @@ from .state import DataPosition, StepState
 logger = logging.getLogger(__name__)
 
 _LOGGED_TERMS = (
-    "jepa_loss", "vicreg_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance",
-    "encoder_vicreg_loss", "encoder_variance", "encoder_covariance",
+    "jepa_loss",
+    "vicreg_loss",
+    "vicreg_invariance",
+    "vicreg_variance",
+    "vicreg_covariance",
+    "encoder_vicreg_loss",
+    "encoder_variance",
+    "encoder_covariance",
 )
 _COLLAPSE_KEYS = ("target_feature_std", "target_effective_rank", "target_effective_rank_centered")
 
@@ -132,8 +138,11 @@ class CJEPATrainer(Trainer):
             model = self.accelerator.unwrap_model(model if model is not None else self.model)
             kernel = "fused" if str(getattr(args.optim, "value", args.optim)) == "adamw_torch_fused" else "foreach"
             self.optimizer, _ = build_adamw(
-                param_groups(model, args.weight_decay), kernel,
-                lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                param_groups(model, args.weight_decay),
+                kernel,
+                lr=args.learning_rate,
+                betas=(args.adam_beta1, args.adam_beta2),
+                eps=args.adam_epsilon,
             )
         return self.optimizer
 
@@ -212,12 +221,17 @@ class CJEPATrainer(Trainer):
                 "checkpoint %s was written with dataloader_num_workers=%d, this run has %d: the stream is read by "
                 "other worker processes, so the order of the data and any randomness drawn in DataLoader workers can "
                 "differ from the interrupted run's; resume with dataloader_num_workers=%d for an exact resume",
-                checkpoint, loader_workers, self.args.dataloader_num_workers, loader_workers,
+                checkpoint,
+                loader_workers,
+                self.args.dataloader_num_workers,
+                loader_workers,
             )
         if data is None or not isinstance(self.train_dataset, SeekableStream):
             logger.warning(
-                "%s: %s; Trainer replays the stream from its start", checkpoint,
-                "no data position (an older checkpoint)" if data is None
+                "%s: %s; Trainer replays the stream from its start",
+                checkpoint,
+                "no data position (an older checkpoint)"
+                if data is None
                 else f"{type(self.train_dataset).__name__} has no resume_at(epoch, records) to seek with",
             )
             position.restart()
@@ -228,7 +242,12 @@ class CJEPATrainer(Trainer):
             logger.warning(
                 "checkpoint %s was written by %d process(es) with %d stream worker(s) each, this run has %d and %d: "
                 "resuming at the start of data epoch %d (part of that epoch is seen again)",
-                checkpoint, data["world_size"], data["num_workers"], world, self._stream_workers(), int(data["epoch"]),
+                checkpoint,
+                data["world_size"],
+                data["num_workers"],
+                world,
+                self._stream_workers(),
+                int(data["epoch"]),
             )
             position.restart(int(data["epoch"]))
             return True
@@ -240,9 +259,7 @@ class CJEPATrainer(Trainer):
         datasets: Trainer skips batches in the sampler, so the collator starts at the number of
         skipped batches. (Iterable datasets: `_resume_stream`.)"""
         steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
-        self.data_position.restart(
-            global_step // steps_per_epoch, (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps
-        )
+        self.data_position.restart(global_step // steps_per_epoch, (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps)
 
     def _planned_steps(self) -> int | None:
         """The optimizer steps this run is to reach, as Trainer computes them: max_steps, or
@@ -266,7 +283,9 @@ class CJEPATrainer(Trainer):
         self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
         logger.warning(
             "the run is already complete: %s is at step %d of %d; nothing to train, no checkpoint written",
-            checkpoint, self.state.global_step, planned,
+            checkpoint,
+            self.state.global_step,
+            planned,
         )
         losses = [h["loss"] for h in self.state.log_history if "loss" in h and math.isfinite(h["loss"])]
         train_loss = sum(losses) / len(losses) if losses else float("nan")  # the logged windows' mean
@@ -300,9 +319,7 @@ class CJEPATrainer(Trainer):
             else:
                 # Trainer would replay the stream from epoch 0, decoding every skipped batch,
                 # and restart the next epoch at its beginning: the stream seeks itself instead.
-                skip_replay = self._resume_stream(
-                    resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers")
-                )
+                skip_replay = self._resume_stream(resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers"))
         if not skip_replay:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         self.args.ignore_data_skip = True
@@ -360,17 +377,13 @@ class CJEPATrainer(Trainer):
         Logs `{prefix}_knn_top1`, `{prefix}_linear_top1` and `{prefix}_runtime`."""
         monitor = eval_dataset if eval_dataset is not None else self.eval_dataset
         if not isinstance(monitor, KNNMonitorSet):
-            raise TypeError(
-                f"CJEPATrainer evaluates with a cjepa_hf.online_eval.KNNMonitorSet, got {type(monitor).__name__}"
-            )
+            raise TypeError(f"CJEPATrainer evaluates with a cjepa_hf.online_eval.KNNMonitorSet, got {type(monitor).__name__}")
         start = time.time()
         encoder = self.accelerator.unwrap_model(self.model).target_encoder
         device = self.args.device
         positions, features, labels = [], [], []
         with torch.no_grad():
-            for index, pixels, y in monitor.batches(
-                self.args.process_index, self.args.world_size, self.args.per_device_eval_batch_size
-            ):
+            for index, pixels, y in monitor.batches(self.args.process_index, self.args.world_size, self.args.per_device_eval_batch_size):
                 features.append(encode(encoder, pixels.to(device)).float())
                 positions.append(index.to(device))
                 labels.append(y.to(device))
@@ -389,8 +402,12 @@ class CJEPATrainer(Trainer):
         bank = positions < monitor.bank_size
         metrics = {
             f"{metric_key_prefix}_knn_top1": knn_accuracy(
-                features[bank].cpu(), labels[bank].cpu(), features[~bank].cpu(), labels[~bank].cpu(),
-                k=self.args.knn_k, temperature=self.args.knn_temperature,
+                features[bank].cpu(),
+                labels[bank].cpu(),
+                features[~bank].cpu(),
+                labels[~bank].cpu(),
+                k=self.args.knn_k,
+                temperature=self.args.knn_temperature,
             ),
         }
         if self.online_probe is not None:
@@ -452,8 +469,9 @@ class CJEPATrainer(Trainer):
             model = self.accelerator.unwrap_model(self.model)
             finite = all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
             where = (
-                "their updates were skipped and no NaN weights were written" if finite else
-                "their updates were skipped, but the weights themselves are no longer finite (an update with a finite "
+                "their updates were skipped and no NaN weights were written"
+                if finite
+                else "their updates were skipped, but the weights themselves are no longer finite (an update with a finite "
                 "loss overflowed them): checkpoints written since then fail validate_checkpoint; resume from the "
                 "latest valid one"
             )
@@ -528,7 +546,11 @@ class CJEPATrainer(Trainer):
         config = self.accelerator.unwrap_model(self.model).config
         name = model_name or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         card = render_model_card(
-            config, model_name=name, model_path=self.args.output_dir, training_args=self.args.to_dict(), datasets=dataset,
+            config,
+            model_name=name,
+            model_path=self.args.output_dir,
+            training_args=self.args.to_dict(),
+            datasets=dataset,
             image_processor=self.processing_class,
             trainer_state=json.loads(json.dumps(asdict(self.state), default=str)),
         )
@@ -546,4 +568,3 @@ class CJEPATrainer(Trainer):
 
 
 __all__ = ["CJEPATrainer"]
-

@@ -35,18 +35,14 @@ class Accuracy(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
     def _compute(self, predictions, references, normalize=True, sample_weight=None):
         predictions = np.asarray(predictions)
         references = np.asarray(references)
         if predictions.shape != references.shape:
-            raise ValueError(
-                f"predictions and references must have the same shape, got {predictions.shape} and {references.shape}"
-            )
+            raise ValueError(f"predictions and references must have the same shape, got {predictions.shape} and {references.shape}")
         correct = (predictions == references).astype(np.float64)
         if sample_weight is not None:
             correct = correct * np.asarray(sample_weight, dtype=np.float64)
