@@ -20,10 +20,10 @@ ARGS=(recipes/sweeps/gpu-fmnist-14x14.json --parallel 1 --threads_per_run "${THR
 if [ "${DRY_RUN:-0}" = 1 ]; then
   RUN_SECONDS=${DRY_RUN_SECONDS:-4}
   ARGS+=(--threads_per_run 1 --calibration_steps 4
-         --set 'config_overrides={"image_size":32,"patch_size":4,"hidden_size":32,"num_hidden_layers":2,"num_attention_heads":4,"predictor_hidden_size":32,"predictor_num_hidden_layers":1,"predictor_num_attention_heads":4,"projector_dims":[64,64],"min_keep":4}'
+         --set 'config_overrides={"image_size":16,"patch_size":4,"hidden_size":32,"num_hidden_layers":1,"num_attention_heads":4,"predictor_hidden_size":32,"predictor_num_hidden_layers":1,"predictor_num_attention_heads":4,"projector_dims":[64,64],"min_keep":2}'
          --set bf16=false --set per_device_train_batch_size=16 --set dataloader_num_workers=0 --set shuffle_buffer=64
          --set eval_bank_size=64 --set eval_query_size=32 --set final_eval_train_samples=200
-         --set final_eval_test_samples=100 --set save_steps=1000)
+         --set final_eval_test_samples=100 --set eval_on_start=false --set save_steps=1000)
 fi
 if [ "${DRY_RUN:-0}" != 1 ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "error: no CUDA device; run with DRY_RUN=1 for the CPU dry run" >&2

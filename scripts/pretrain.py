@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
             label_column=data_args.label_column or "label",
             token=data_args.token,
         )
-    elif training_args.eval_strategy != "no":
-        raise ValueError(f"--eval_strategy {training_args.eval_strategy} needs --eval_dataset (the k-NN monitor's labelled images)")
+    elif training_args.eval_strategy != "no" or training_args.eval_on_start:
+        raise ValueError(
+            f"--eval_strategy {training_args.eval_strategy} / --eval_on_start {training_args.eval_on_start} need "
+            "--eval_dataset (the k-NN monitor's labelled images); pass --eval_strategy no --eval_on_start false to run without it"
+        )
     collator = MaskCollator(config, seed=training_args.seed, rank=rank)
     # The preprocessing every saved folder (checkpoints, the export) carries for AutoImageProcessor
     # users: images that training padded to the model's size (Fashion-MNIST 28 -> 32) are padded,

@@ -165,7 +165,7 @@ def run_sweep(spec: dict, args: argparse.Namespace) -> None:
         (name, seed)
         for seed in spec["seeds"]
         for name in spec["runs"]
-        if not os.path.exists(os.path.join(args.records, f"{name}-seed{seed}.json"))
+        if not os.path.exists(os.path.join(args.records, f"{name}-seed{seed}.json")) and (not args.only or name in args.only)
     ]
     logger.info(
         "%s: %d runs to do (%d with records), %d at a time, code %s at %s",
@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default=None, help="summary, table and plot (default docs/results)")
     parser.add_argument("--commit", action="store_true", help="git-commit each record as soon as it is written")
     parser.add_argument("--summarize_only", action="store_true")
+    parser.add_argument("--only", action="append", default=None, metavar="NAME", help="run only these run names (repeatable)")
     parser.add_argument(
         "--calibrate_seconds",
         type=float,
@@ -411,6 +412,9 @@ def main(argv: list[str] | None = None) -> dict:
             spec["common"][key] = json.loads(value)
         except ValueError:
             spec["common"][key] = value
+    unknown = sorted(set(args.only or ()) - set(spec["runs"]))
+    if unknown:
+        raise ValueError(f"--only {unknown}: not run names of the spec; they are {list(spec['runs'])}")
     if args.parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
     args.code_dir = os.path.abspath(args.code_dir)

@@ -24,6 +24,9 @@ TINY_MODEL = json.dumps(
         predictor_num_hidden_layers=2,
         projector_dims=[64, 64],
         min_keep=4,
+        # the paper's objective, whatever the quick start's recipe (the base these flags go over) says
+        vicreg_weight=0.001,
+        encoder_vicreg_weight=0.0,
     )
 )
 
@@ -61,6 +64,8 @@ def _args(output_dir, max_steps, *extra):
         "0",
         "--eval_strategy",
         "no",
+        "--eval_on_start",
+        "false",
         "--eval_dataset",
         "",
         "--final_eval_dataset",

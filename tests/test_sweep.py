@@ -114,7 +114,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     spec = _spec(tmp_path)
     _sweep(tmp_path, spec)
     (tmp_path / "records" / "cjepa-seed0.json").unlink()  # as if the sweep died before the record
-    proc = _sweep(tmp_path, spec)
+    (tmp_path / "records" / "ijepa_ema99-seed0.json").unlink()  # ... and another run, which --only leaves alone
+    proc = _sweep(tmp_path, spec, "--only", "cjepa")
     assert "1 runs to do" in proc.stderr and "--resume_from_checkpoint latest" in proc.stderr
 
 
