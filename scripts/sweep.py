@@ -171,7 +171,7 @@ def run_sweep(spec: dict, args: argparse.Namespace) -> None:
         "%s: %d runs to do (%d with records), %d at a time, code %s at %s",
         spec["name"],
         len(todo),
-        len(spec["runs"]) * len(spec["seeds"]) - len(todo),
+        sum(os.path.exists(os.path.join(args.records, f"{n}-seed{s}.json")) for s in spec["seeds"] for n in spec["runs"]),
         args.parallel,
         args.code_dir,
         code_commit,

@@ -807,3 +807,8 @@ def test_normalisation_constants_match_the_model_image_processor(tiny_config):
 
     processor = build_image_processor(tiny_config)
     assert tuple(processor.image_mean) == data.IMAGENET_MEAN and tuple(processor.image_std) == data.IMAGENET_STD
+
+
+def test_a_map_style_source_keeps_its_size_when_streamed():
+    stream = data.build_pretrain_dataset("fashion_mnist", image_size=32, patch_size=4)
+    assert stream.dataset.info.splits["train"].num_examples == 60_000  # the start-up summary counts epochs with it

@@ -108,7 +108,7 @@ def load_image_source(
     expanded = os.path.expanduser(source)
     if is_fashion_mnist(source):
         fmnist_split = "test" if split in ("test", "validation") else "train"
-        return load_fashion_mnist(fmnist_split, root=fashion_mnist_dir(source)).to_iterable_dataset(num_shards=num_shards)
+        return _streamed(load_fashion_mnist(fmnist_split, root=fashion_mnist_dir(source)), split, num_shards)
     if os.path.isdir(expanded) and os.path.exists(os.path.join(expanded, "dataset_dict.json")):
         ds = datasets.load_from_disk(expanded)[split]  # a DatasetDict.save_to_disk folder
     elif os.path.isdir(expanded) and os.path.exists(os.path.join(expanded, "state.json")):
@@ -130,8 +130,16 @@ def load_image_source(
     else:
         ds = datasets.load_dataset(source, split=split, streaming=streaming, token=token)
     if isinstance(ds, datasets.Dataset):
-        ds = ds.to_iterable_dataset(num_shards=min(num_shards, max(1, len(ds))))
+        ds = _streamed(ds, split, min(num_shards, max(1, len(ds))))
     return ds
+
+
+def _streamed(ds: datasets.Dataset, split: str, num_shards: int) -> datasets.IterableDataset:
+    """A map-style dataset as an iterable one that still knows its size (`info.splits`), so a
+    run can say how many epochs its steps are."""
+    stream = ds.to_iterable_dataset(num_shards=num_shards)
+    stream.info.splits = datasets.SplitDict({split: datasets.SplitInfo(name=split, num_examples=len(ds))})
+    return stream
 
 
 def _resolve_columns(features: datasets.Features | None, image_column: str, label_column: str | None) -> tuple[str, str | None]:
