@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..evaluation import encode, knn_accuracy
+from ..hub import render_model_card
 from ..losses import effective_rank, feature_std
 from ..modeling_cjepa import CJEPAForPreTraining
 from ..online_eval import KNNMonitorSet, OnlineLinearProbe, infer_num_labels
@@ -539,10 +541,6 @@ class CJEPATrainer(Trainer):
         run go in: its config, arguments and trainer state; no result numbers."""
         if not self.is_world_process_zero():
             return
-        from dataclasses import asdict
-
-        from ..hub import render_model_card
-
         config = self.accelerator.unwrap_model(self.model).config
         name = model_name or self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         card = render_model_card(
