@@ -57,13 +57,17 @@ def test_unknown_preset_lists_known_ones():
         CJEPAConfig.from_preset("vit-z99")
 
 
-# (width, depth, heads, predictor depth, encoder parameters in millions)
+# (width, depth, heads, predictor depth, encoder parameters in millions): I-JEPA's sizes
+# (Assran et al., CVPR 2023); the predictor is 384 wide with the encoder's heads throughout,
+# 12 blocks deep for ViT-L and ViT-H, 16 for ViT-g. ViT-g's MLP is 6144 wide (ratio 48/11).
 EXPECTED = {
     "vit-t16": (192, 12, 3, 6, 5.49),
     "vit-s16": (384, 12, 6, 6, 21.59),
     "vit-b16": (768, 12, 12, 6, 85.65),
     "vit-l16": (1024, 24, 16, 12, 303.10),
     "vit-h14": (1280, 32, 16, 12, 630.43),
+    "vit-h16": (1280, 32, 16, 12, 630.66),
+    "vit-g16": (1408, 40, 16, 16, 1011.09),
 }
 
 
@@ -72,6 +76,9 @@ def test_presets_build_with_paper_sizes(name):
     width, depth, heads, pred_depth, millions = EXPECTED[name]
     c = CJEPAConfig.from_preset(name)
     assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.predictor_num_hidden_layers) == (width, depth, heads, pred_depth)
+    assert (c.predictor_hidden_size, c.predictor_num_attention_heads, c.predictor_intermediate_size) == (384, heads, 1536)
+    assert c.intermediate_size == (6144 if name == "vit-g16" else 4 * width)
+    assert c.patch_size == int(name[-2:]) and c.matching_preset() == name
     with torch.device("meta"):
         encoder = CJEPAModel(c)
         full = CJEPAForPreTraining(c)
@@ -85,3 +92,11 @@ def test_presets_build_with_paper_sizes(name):
 
 def test_all_presets_listed():
     assert set(EXPECTED) <= set(PRESET_NAMES)
+
+
+def test_matching_preset_ignores_image_size_and_training_fields_only():
+    assert CJEPAConfig.from_preset("vit-h16", image_size=448, vicreg_weight=0.0, target_scale=(0.1, 0.2)).matching_preset() == "vit-h16"
+    assert CJEPAConfig.from_preset("vit_huge_patch14").matching_preset() == "vit-h14"  # an alias resolves to the preset's name
+    for change in (dict(num_hidden_layers=24), dict(predictor_num_hidden_layers=6), dict(intermediate_size=4 * 1408), dict(patch_size=14)):
+        assert CJEPAConfig.from_preset("vit-g16", **change).matching_preset() is None, change
+    assert CJEPAConfig().matching_preset() == "vit-b16"  # the defaults are ViT-B/16

@@ -25,7 +25,11 @@ JEPA_LOSSES = ("l2", "smooth_l1")
 VICREG_SOURCES = ("predictor", "context")
 ENCODER_VICREG_FEATURES = ("pooled", "tokens", "both")
 
-# ViT sizes of I-JEPA (Assran et al., CVPR 2023; predictor depths from its appendix): width, depth, heads, predictor depth, patch size.
+# ViT sizes of I-JEPA (Assran et al., CVPR 2023): width, depth, heads, predictor depth, patch size;
+# the predictor is 384 wide (the config's default) with the encoder's heads. Predictor depths as
+# I-JEPA trained them: 6 for ViT-T/S/B, 12 for ViT-L and ViT-H (H/14 at 224 px, H/16 at 448 px),
+# 16 for ViT-g. `vit-h16` and `vit-g16` exist for I-JEPA's released ViT-H/16 and ViT-g/16;
+# image_size is not part of a preset (224 unless overridden: I-JEPA's H/16 used 448).
 _PRESETS: dict[str, dict[str, Any]] = {
     "vit-t16": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, predictor_num_hidden_layers=6, patch_size=16),
     "vit-s16": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, predictor_num_hidden_layers=6, patch_size=16),
@@ -65,6 +69,21 @@ _ALIASES = {
     "vit-g/16": "vit-g16",
 }
 PRESET_NAMES = tuple(_PRESETS)
+# What makes two configs the same network; the image size only sets how many fixed sin-cos
+# positions there are, so it is left out.
+_ARCHITECTURE_FIELDS = (
+    "patch_size",
+    "num_channels",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "qkv_bias",
+    "predictor_hidden_size",
+    "predictor_num_hidden_layers",
+    "predictor_num_attention_heads",
+    "predictor_intermediate_size",
+)
 
 
 def as_float_pair(name: str, value: Any) -> tuple[float, float]:
@@ -417,6 +436,16 @@ class CJEPAConfig(PreTrainedConfig):
         if key not in _PRESETS:
             raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESET_NAMES)}")
         return cls(**{**_PRESETS[key], **overrides})
+
+    def matching_preset(self) -> str | None:
+        """The preset whose architecture (encoder and predictor widths, depths, heads, MLP
+        sizes, patch size, qkv bias) this config has, whatever its image size, masking or
+        loss; None for a custom size."""
+        for name in PRESET_NAMES:
+            preset = CJEPAConfig.from_preset(name)
+            if all(getattr(self, field) == getattr(preset, field) for field in _ARCHITECTURE_FIELDS):
+                return name
+        return None
 
 
 def _split_top_level(text: str) -> list[str]:
