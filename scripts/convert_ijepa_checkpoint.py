@@ -18,8 +18,11 @@ Writes
 Official checkpoints are read only through `cjepa_hf.convert.load_official_checkpoint`
 (torch.load with weights_only=True); weights are written as safetensors only. Every tensor
 is mapped strictly: missing, unexpected or mis-shaped tensors stop the conversion with the
-full list. Attention heads cannot be read off the weights: they default to I-JEPA's value
-for the width (Assran et al., CVPR 2023); pass --num-heads for anything else.
+full list. Every released layout converts (ViT-H/14 at 224 px, IN-1K and IN-22K; ViT-H/16
+at 448 px; ViT-g/16 at 224 px): patch and image size, width, depth, MLP and the predictor's
+width and depth are read off the tensors. Attention heads cannot be read off the weights: they
+default to I-JEPA's value for the width (Assran et al., CVPR 2023: 16 for ViT-H and ViT-g);
+pass --num-heads for anything else.
 """
 
 from __future__ import annotations
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     c = model.config
     print(
         f"converted {conversion['source']}: ViT {c.hidden_size}/{c.num_hidden_layers}/{c.num_attention_heads} "
-        f"(width/depth/heads), patch {c.patch_size}, image {c.image_size}, variant {variant}\n"
+        f"(width/depth/heads), patch {c.patch_size}, image {c.image_size}, predictor {c.predictor_hidden_size} x "
+        f"{c.predictor_num_hidden_layers}, preset {c.matching_preset() or 'none (a custom size)'}, variant {variant}\n"
         f"  pretraining: {pretraining}\n  release:     {release} ({', '.join(files)})"
     )
     return 0

@@ -6,9 +6,11 @@ of the checkpoint: no cjepa_hf code is involved in it.
 """
 
 import importlib.util
+import itertools
 import json
 import os
 import pickle
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ from huggingface_hub import ModelCard
 from transformers import AutoModel, IJepaConfig, IJepaModel
 
 from cjepa_hf import CJEPAForPreTraining
-from cjepa_hf.convert import from_official_checkpoint, load_official_checkpoint
+from cjepa_hf.convert import config_from_official, from_official_checkpoint, load_official_checkpoint
+from cjepa_hf.hub import infer_variant
 from cjepa_hf.modeling_cjepa import REMOTE_CODE_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,65 +45,109 @@ convert_script = _script("convert_ijepa_checkpoint")
 # ============================================================================ an official-layout checkpoint
 
 
-def _vit_state(g, prefix, width, depth, mlp, extra):
-    """Random tensors under the official names; LayerNorm weights near 1 so they matter."""
+@dataclass(frozen=True)
+class Layout:
+    """The geometry of an official I-JEPA checkpoint: encoder, then predictor."""
+
+    width: int
+    depth: int
+    heads: int
+    patch: int
+    image: int
+    mlp: int
+    pred_width: int
+    pred_depth: int
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image // self.patch) ** 2
+
+
+TINY_LAYOUT = Layout(WIDTH, DEPTH, HEADS, PATCH, IMAGE, 4 * WIDTH, PRED_WIDTH, PRED_DEPTH)
+
+
+def random_tensors(seed):
+    """Random values, LayerNorm weights near 1 so they matter: for the reference forward."""
+    g = torch.Generator().manual_seed(seed)
+    return lambda *shape, scale, offset=0.0: offset + scale * torch.randn(*shape, generator=g)
+
+
+def labelled_tensors(seed):
+    """Each tensor filled with its own constant (seed * 10^6 + a counter, exact in float32):
+    no RNG cost at ViT-g width, and a tensor loaded into the wrong place, or a parameter
+    left at its initialisation, shows."""
+    labels = itertools.count(seed * 1_000_000)
+    return lambda *shape, scale, offset=0.0: torch.full(shape, float(next(labels)))
+
+
+def meta_tensors(seed):
+    """Shapes without memory: enough for what is read off names and shapes."""
+    return lambda *shape, scale, offset=0.0: torch.empty(shape, device="meta")
+
+
+def _vit_state(make, prefix, width, depth, mlp, extra):
+    """Blocks under the official names (`blocks.N.*` or `predictor_blocks.N.*`)."""
     sd = dict(extra)
     for i in range(depth):
         p = f"{prefix}{i}."
-        sd[p + "norm1.weight"] = 1 + 0.1 * torch.randn(width, generator=g)
-        sd[p + "norm1.bias"] = 0.1 * torch.randn(width, generator=g)
-        sd[p + "attn.qkv.weight"] = 0.2 * torch.randn(3 * width, width, generator=g)
-        sd[p + "attn.qkv.bias"] = 0.1 * torch.randn(3 * width, generator=g)
-        sd[p + "attn.proj.weight"] = 0.2 * torch.randn(width, width, generator=g)
-        sd[p + "attn.proj.bias"] = 0.1 * torch.randn(width, generator=g)
-        sd[p + "norm2.weight"] = 1 + 0.1 * torch.randn(width, generator=g)
-        sd[p + "norm2.bias"] = 0.1 * torch.randn(width, generator=g)
-        sd[p + "mlp.fc1.weight"] = 0.2 * torch.randn(mlp, width, generator=g)
-        sd[p + "mlp.fc1.bias"] = 0.1 * torch.randn(mlp, generator=g)
-        sd[p + "mlp.fc2.weight"] = 0.2 * torch.randn(width, mlp, generator=g)
-        sd[p + "mlp.fc2.bias"] = 0.1 * torch.randn(width, generator=g)
+        sd[p + "norm1.weight"] = make(width, scale=0.1, offset=1.0)
+        sd[p + "norm1.bias"] = make(width, scale=0.1)
+        sd[p + "attn.qkv.weight"] = make(3 * width, width, scale=0.2)
+        sd[p + "attn.qkv.bias"] = make(3 * width, scale=0.1)
+        sd[p + "attn.proj.weight"] = make(width, width, scale=0.2)
+        sd[p + "attn.proj.bias"] = make(width, scale=0.1)
+        sd[p + "norm2.weight"] = make(width, scale=0.1, offset=1.0)
+        sd[p + "norm2.bias"] = make(width, scale=0.1)
+        sd[p + "mlp.fc1.weight"] = make(mlp, width, scale=0.2)
+        sd[p + "mlp.fc1.bias"] = make(mlp, scale=0.1)
+        sd[p + "mlp.fc2.weight"] = make(width, mlp, scale=0.2)
+        sd[p + "mlp.fc2.bias"] = make(width, scale=0.1)
     return sd
 
 
-def official_encoder_state(seed):
-    g = torch.Generator().manual_seed(seed)
+def official_encoder_state(seed, layout=TINY_LAYOUT, tensors=random_tensors):
+    """facebookresearch/ijepa `VisionTransformer.state_dict()` under DDP's `module.` prefix."""
+    make, lay = tensors(seed), layout
     extra = {
-        "patch_embed.proj.weight": 0.2 * torch.randn(WIDTH, 3, PATCH, PATCH, generator=g),
-        "patch_embed.proj.bias": 0.1 * torch.randn(WIDTH, generator=g),
-        "pos_embed": 0.5 * torch.randn(1, N, WIDTH, generator=g),  # random: a mapping error cannot hide behind sin-cos
+        "patch_embed.proj.weight": make(lay.width, 3, lay.patch, lay.patch, scale=0.2),
+        "patch_embed.proj.bias": make(lay.width, scale=0.1),
+        # random, not sin-cos: a mapping error cannot hide behind the fixed values
+        "pos_embed": make(1, lay.num_patches, lay.width, scale=0.5),
     }
-    sd = _vit_state(g, "blocks.", WIDTH, DEPTH, 4 * WIDTH, extra)
-    sd["norm.weight"] = 1 + 0.1 * torch.randn(WIDTH, generator=g)
-    sd["norm.bias"] = 0.1 * torch.randn(WIDTH, generator=g)
+    sd = _vit_state(make, "blocks.", lay.width, lay.depth, lay.mlp, extra)
+    sd["norm.weight"] = make(lay.width, scale=0.1, offset=1.0)
+    sd["norm.bias"] = make(lay.width, scale=0.1)
     return {"module." + k: v for k, v in sd.items()}  # DDP prefix, as the official checkpoints have it
 
 
-def official_predictor_state(seed):
-    g = torch.Generator().manual_seed(seed)
+def official_predictor_state(seed, layout=TINY_LAYOUT, tensors=random_tensors):
+    """facebookresearch/ijepa `VisionTransformerPredictor.state_dict()` under `module.`."""
+    make, lay = tensors(seed), layout
     extra = {
-        "predictor_embed.weight": 0.2 * torch.randn(PRED_WIDTH, WIDTH, generator=g),
-        "predictor_embed.bias": 0.1 * torch.randn(PRED_WIDTH, generator=g),
-        "mask_token": 0.5 * torch.randn(1, 1, PRED_WIDTH, generator=g),
-        "predictor_pos_embed": 0.5 * torch.randn(1, N, PRED_WIDTH, generator=g),
+        "predictor_embed.weight": make(lay.pred_width, lay.width, scale=0.2),
+        "predictor_embed.bias": make(lay.pred_width, scale=0.1),
+        "mask_token": make(1, 1, lay.pred_width, scale=0.5),
+        "predictor_pos_embed": make(1, lay.num_patches, lay.pred_width, scale=0.5),
     }
-    sd = _vit_state(g, "predictor_blocks.", PRED_WIDTH, PRED_DEPTH, 4 * PRED_WIDTH, extra)
-    sd["predictor_norm.weight"] = 1 + 0.1 * torch.randn(PRED_WIDTH, generator=g)
-    sd["predictor_norm.bias"] = 0.1 * torch.randn(PRED_WIDTH, generator=g)
-    sd["predictor_proj.weight"] = 0.2 * torch.randn(WIDTH, PRED_WIDTH, generator=g)
-    sd["predictor_proj.bias"] = 0.1 * torch.randn(WIDTH, generator=g)
+    sd = _vit_state(make, "predictor_blocks.", lay.pred_width, lay.pred_depth, 4 * lay.pred_width, extra)
+    sd["predictor_norm.weight"] = make(lay.pred_width, scale=0.1, offset=1.0)
+    sd["predictor_norm.bias"] = make(lay.pred_width, scale=0.1)
+    sd["predictor_proj.weight"] = make(lay.width, lay.pred_width, scale=0.2)
+    sd["predictor_proj.bias"] = make(lay.width, scale=0.1)
     return {"module." + k: v for k, v in sd.items()}
 
 
-def official_checkpoint():
-    encoder, predictor = official_encoder_state(1), official_predictor_state(2)
-    params = [torch.nn.Parameter(v.clone()) for v in list(encoder.values())[:3]]
+def official_checkpoint(layout=TINY_LAYOUT, tensors=random_tensors):
+    """A facebookresearch/ijepa training checkpoint: the three state dicts, the optimizer state and the run's scalars."""
+    encoder, predictor = official_encoder_state(1, layout, tensors), official_predictor_state(2, layout, tensors)
+    params = [torch.nn.Parameter(torch.randn(3, generator=torch.Generator().manual_seed(i))) for i in range(3)]
     opt = torch.optim.AdamW(params, lr=1e-3)
     sum(p.sum() for p in params).backward()
     opt.step()
     return {
         "encoder": encoder,
         "predictor": predictor,
-        "target_encoder": official_encoder_state(3),  # differs from `encoder`, as after EMA
+        "target_encoder": official_encoder_state(3, layout, tensors),  # differs from `encoder`, as after EMA
         "opt": opt.state_dict(),
         "scaler": None,
         "epoch": 300,
@@ -109,6 +156,21 @@ def official_checkpoint():
         "world_size": 16,
         "lr": 0.001,
     }
+
+
+# The released I-JEPA checkpoints (facebookresearch/ijepa; Assran et al., CVPR 2023): ViT-H is
+# 1280 wide, 32 blocks, 16 heads, MLP 5120; ViT-g 1408 wide, 40 blocks, 16 heads, MLP 6144
+# (ratio 48/11); the predictor is 384 wide, 12 blocks for ViT-H, 16 for ViT-g.
+VIT_H14 = Layout(width=1280, depth=32, heads=16, patch=14, image=224, mlp=5120, pred_width=384, pred_depth=12)
+VIT_H16_448 = Layout(width=1280, depth=32, heads=16, patch=16, image=448, mlp=5120, pred_width=384, pred_depth=12)
+VIT_G16 = Layout(width=1408, depth=40, heads=16, patch=16, image=224, mlp=6144, pred_width=384, pred_depth=16)
+# file: (layout, positions in pos_embed, preset, model-card variant the script picks)
+OFFICIAL = {
+    "IN1K-vit.h.14-300e.pth.tar": (VIT_H14, 256, "vit-h14", "ijepa-vith14"),  # (224/14)^2
+    "IN22K-vit.h.14-900e.pth.tar": (VIT_H14, 256, "vit-h14", "ijepa-vith14"),
+    "IN1K-vit.h.16-448px-300e.pth.tar": (VIT_H16_448, 784, "vit-h16", "ijepa"),  # (448/16)^2; no card variant of its own
+    "IN22K-vit.g.16-600e.pth.tar": (VIT_G16, 196, "vit-g16", "ijepa"),  # (224/16)^2
+}
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +278,9 @@ def test_script_converts_official_checkpoint(tmp_path, checkpoint_file, capsys):
             "facebook/ijepa_vith14_1k",
         ]
     )
-    assert rc == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "patch 4, image 32, predictor 16 x 2, preset none (a custom size), variant ijepa\n" in captured.out
     checkpoint = torch.load(checkpoint_file, weights_only=True)
     pixels, context, target = _inputs(seed=1)
 
@@ -352,3 +416,93 @@ def test_script_refuses_a_non_empty_output(tmp_path, checkpoint_file, capsys):
     (tmp_path / "out" / "release" / "old.txt").write_text("x")
     rc = convert_script.main(["--checkpoint", str(checkpoint_file), "--output", str(tmp_path / "out"), "--num-heads", str(HEADS)])
     assert rc == 2 and "exists and is not empty" in capsys.readouterr().err
+
+
+# ============================================================================ the released layouts, full size
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_released_layouts_are_read_off_names_and_shapes_at_full_depth(name):
+    """Every geometry field, at the released depth, from meta tensors (no memory); the strict
+    load runs on the meta device too, so every key and shape of the full model is checked."""
+    layout, positions, preset, variant = OFFICIAL[name]
+    checkpoint = official_checkpoint(layout, meta_tensors)
+    assert checkpoint["encoder"]["module.pos_embed"].shape == (1, positions, layout.width)
+    assert checkpoint["predictor"]["module.predictor_pos_embed"].shape == (1, positions, 384)
+    config = config_from_official(checkpoint)
+    assert (config.patch_size, config.image_size, config.num_patches) == (layout.patch, layout.image, positions)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (
+        layout.width,
+        layout.depth,
+        16,
+        layout.mlp,
+    )
+    assert (config.predictor_hidden_size, config.predictor_num_hidden_layers, config.predictor_num_attention_heads) == (
+        384,
+        layout.pred_depth,
+        16,
+    )
+    assert config.predictor_intermediate_size == 4 * 384 and config.qkv_bias
+    assert config.matching_preset() == preset
+    assert infer_variant(config, "ijepa") == variant
+    model = from_official_checkpoint(checkpoint, config=config)  # built where the tensors are: on meta
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    for part, key in ((model.context_encoder, "encoder"), (model.target_encoder, "target_encoder"), (model.predictor, "predictor")):
+        assert sum(t.numel() for t in part.state_dict().values()) == sum(t.numel() for t in checkpoint[key].values())
+    assert not any(p.requires_grad for p in model.target_encoder.parameters())
+
+
+@pytest.mark.parametrize("layout", [VIT_H14, VIT_H16_448, VIT_G16], ids=["vit-h14-224", "vit-h16-448", "vit-g16-224"])
+def test_released_layouts_load_strictly_at_full_width(layout):
+    """The released widths with 2 encoder and 2 predictor blocks (about 1 GB for ViT-g):
+    every tensor of the three parts is the checkpoint's, each exactly once."""
+    shallow = replace(layout, depth=2, pred_depth=2)
+    checkpoint = official_checkpoint(shallow, labelled_tensors)
+    model = from_official_checkpoint(checkpoint)
+    c = model.config
+    assert (c.patch_size, c.image_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size) == (
+        layout.patch,
+        layout.image,
+        layout.width,
+        2,
+        layout.mlp,
+    )
+    assert (c.predictor_hidden_size, c.predictor_num_hidden_layers, c.matching_preset()) == (384, 2, None)
+    for part, key in ((model.context_encoder, "encoder"), (model.target_encoder, "target_encoder"), (model.predictor, "predictor")):
+        loaded = part.state_dict()
+        assert all(bool((t == t.view(-1)[0]).all()) for t in loaded.values()), f"{key}: a tensor kept its initialisation"
+        assert sorted(t.view(-1)[0].item() for t in loaded.values()) == sorted(t.view(-1)[0].item() for t in checkpoint[key].values())
+    pairs = [
+        (model.target_encoder, "target_encoder", "embeddings.position_embeddings", "pos_embed"),
+        (model.target_encoder, "target_encoder", "embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
+        (model.target_encoder, "target_encoder", "layers.1.attention.qkv.weight", "blocks.1.attn.qkv.weight"),
+        (model.context_encoder, "encoder", "layers.0.norm2.bias", "blocks.0.norm2.bias"),
+        (model.context_encoder, "encoder", "layernorm.weight", "norm.weight"),
+        (model.predictor, "predictor", "position_embeddings", "predictor_pos_embed"),
+        (model.predictor, "predictor", "mask_token", "mask_token"),
+        (model.predictor, "predictor", "layers.1.mlp.fc2.weight", "predictor_blocks.1.mlp.fc2.weight"),
+        (model.predictor, "predictor", "layernorm.bias", "predictor_norm.bias"),
+        (model.predictor, "predictor", "predictor_proj.weight", "predictor_proj.weight"),
+    ]
+    for part, key, ours, theirs in pairs:
+        assert torch.equal(part.state_dict()[ours], checkpoint[key]["module." + theirs]), (ours, theirs)
+    # the converter initialises only the projector: a new part of the model would need it too
+    assert {key.split(".")[0] for key in model.state_dict()} == {"context_encoder", "target_encoder", "predictor", "projector"}
+    # the projector, absent from I-JEPA, has the usual init: truncated normal (std 0.02), zero biases, fresh BatchNorm
+    first = model.projector.linears[0]
+    assert first.weight.std().item() == pytest.approx(0.02, rel=0.05) and not first.bias.any()
+    assert not model.projector.norms[0].running_mean.any() and bool((model.projector.norms[0].running_var == 1).all())
+    assert [p.requires_grad for p in (first.weight, model.predictor.mask_token, model.target_encoder.layernorm.weight)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_image_size_that_contradicts_the_positions_is_refused():
+    checkpoint = official_checkpoint(VIT_H14, meta_tensors)
+    with pytest.raises(
+        ValueError, match=r"image_size=448 with 14-px patches gives a 32x32 grid, but the checkpoint's pos_embed holds 16x16"
+    ):
+        config_from_official(checkpoint, image_size=448)
+    assert config_from_official(checkpoint, image_size=224).image_size == 224

@@ -14,6 +14,7 @@ Every conversion is strict: a missing, unexpected or wrongly shaped tensor raise
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -225,29 +226,61 @@ def official_predictor_to_cjepa(state_dict: Mapping[str, torch.Tensor]) -> dict[
     return out
 
 
+# Attention heads of I-JEPA's ViT sizes by width (Assran et al., CVPR 2023): the fused qkv
+# weights do not say how they are split. The predictor uses the encoder's heads (I-JEPA's code).
+_HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
+
+
+def _depth(keys, prefix: str, what: str) -> int:
+    """1 + the highest N of the `prefix`N.* keys (a gap shows up as missing keys when loading)."""
+    indices = [int(m.group(1)) for k in keys if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))]
+    if not indices:
+        raise ValueError(f"official I-JEPA {what} has no {prefix}N.* tensors, so its depth cannot be read")
+    return 1 + max(indices)
+
+
 def config_from_official(checkpoint: Mapping[str, Mapping[str, torch.Tensor]], image_size: int | None = None, **overrides) -> CJEPAConfig:
-    """Infer the C-JEPA geometry from an official checkpoint's tensors (heads cannot be
-    read off the weights: they default to I-JEPA's value for the width, Assran et al.,
-    CVPR 2023)."""
+    """The C-JEPA config of an official I-JEPA checkpoint, read off its tensors' names and shapes
+    (only shapes are read: meta tensors do).
+
+    - patch size, channels, width: `patch_embed.proj.weight` (D, C, p, p);
+    - image size: sqrt(positions) * p, positions from `pos_embed` (1, N, D);
+    - depth: the `blocks.N.*` keys; MLP size: `blocks.0.mlp.fc1.weight`; qkv bias: its presence;
+    - predictor width, depth, MLP: `predictor_embed.weight` (P, D), the `predictor_blocks.N.*`
+      keys, `predictor_blocks.0.mlp.fc1.weight`;
+    - heads cannot be read off the weights: I-JEPA's value for the width (Assran et al.,
+      CVPR 2023), else width / 64; the predictor uses the encoder's, as I-JEPA does.
+
+    The released checkpoints (facebookresearch/ijepa) read as: IN1K-vit.h.14-300e and
+    IN22K-vit.h.14-900e: `vit-h14` at 224 px (1280 wide, 32 blocks, 16 heads, 16x16 patches of
+    14 px; predictor 384 x 12); IN1K-vit.h.16-448px-300e: `vit-h16` at 448 px (28x28 patches of
+    16 px); IN22K-vit.g.16-600e: `vit-g16` at 224 px (1408 wide, 40 blocks, 16 heads, MLP 6144;
+    predictor 384 x 16). `image_size` and `overrides` replace what was read."""
     enc = strip_prefix(checkpoint["encoder"])
     pred = strip_prefix(checkpoint["predictor"])
-    width, channels, patch, _ = enc["patch_embed.proj.weight"].shape
+    width, channels, patch, patch_w = enc["patch_embed.proj.weight"].shape
+    if patch != patch_w:
+        raise ValueError(f"official I-JEPA patches must be square, got {patch}x{patch_w} (patch_embed.proj.weight)")
     num_patches = enc["pos_embed"].shape[1]
-    grid = int(round(num_patches**0.5))
-    depth = 1 + max(int(k.split(".")[1]) for k in enc if k.startswith("blocks."))
-    pred_depth = 1 + max(int(k.split(".")[1]) for k in pred if k.startswith("predictor_blocks."))
-    heads = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}.get(width, max(1, width // 64))
+    grid = math.isqrt(num_patches)
+    if grid * grid != num_patches:
+        raise ValueError(f"official I-JEPA pos_embed must hold a square grid of positions, got {num_patches}")
+    if image_size is not None and image_size // patch != grid:
+        raise ValueError(
+            f"image_size={image_size} with {patch}-px patches gives a {image_size // patch}x{image_size // patch} grid, but the "
+            f"checkpoint's pos_embed holds {grid}x{grid} positions (image size {grid * patch})"
+        )
     fields = dict(
         image_size=image_size or grid * patch,
         patch_size=patch,
         num_channels=channels,
         hidden_size=width,
-        num_hidden_layers=depth,
-        num_attention_heads=heads,
+        num_hidden_layers=_depth(enc, "blocks.", "encoder"),
+        num_attention_heads=_HEADS_BY_WIDTH.get(width, max(1, width // 64)),
         intermediate_size=enc["blocks.0.mlp.fc1.weight"].shape[0],
         qkv_bias="blocks.0.attn.qkv.bias" in enc,
         predictor_hidden_size=pred["predictor_embed.weight"].shape[0],
-        predictor_num_hidden_layers=pred_depth,
+        predictor_num_hidden_layers=_depth(pred, "predictor_blocks.", "predictor"),
         predictor_intermediate_size=pred["predictor_blocks.0.mlp.fc1.weight"].shape[0],
     )
     fields.update(overrides)
@@ -270,9 +303,19 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict:
 def from_official_checkpoint(checkpoint: Mapping, config: CJEPAConfig | None = None, **overrides) -> CJEPAForPreTraining:
     """A `CJEPAForPreTraining` from an official I-JEPA checkpoint dict: context encoder from
     `encoder`, target encoder from `target_encoder` (or `encoder` if absent), predictor
-    from `predictor`; the VICReg projector (absent from I-JEPA) keeps its fresh init."""
+    from `predictor`; the VICReg projector (absent from I-JEPA) gets a fresh init.
+
+    The model is built on the device of the checkpoint's tensors without a random init of
+    the parts the checkpoint fills (for ViT-g, two billion parameters drawn only to be
+    overwritten); the strict loads below leave none of them unset. Meta tensors give a meta
+    model: a check of every key and shape that allocates nothing."""
     config = config or config_from_official(checkpoint, **overrides)
-    model = CJEPAForPreTraining(config)
+    device = next(iter(checkpoint["encoder"].values())).device
+    with torch.device("meta"):
+        model = CJEPAForPreTraining(config)
+    model.to_empty(device=device)
+    if model.projector is not None:
+        model.projector.apply(model._init_weights)
     load_strict(model.context_encoder, official_encoder_to_cjepa(checkpoint["encoder"]), "official encoder")
     target = checkpoint.get("target_encoder", checkpoint["encoder"])
     load_strict(model.target_encoder, official_encoder_to_cjepa(target), "official target_encoder")
