@@ -1,6 +1,8 @@
 """The benchmark times the trainer's own step (same losses and weights as CJEPATrainer.train);
 fast paths give the plain path's numbers; torch_compile in training compiles once for all mask
-sizes; the FLOP formula matches torch's FLOP counter; the benchmark CLI writes what it promises."""
+sizes; the FLOP formula matches torch's FLOP counter; the benchmark CLI writes what it promises;
+on CUDA, neither the benchmark's step nor CJEPATrainer.train between log steps synchronises with
+the host. Tests that need CUDA carry "cuda" in their name: the GPU check selects them by it."""
 
 import copy
 import importlib.util
@@ -12,6 +14,7 @@ import shutil
 import pytest
 import torch
 from conftest import TINY, random_masks
+from transformers import TrainerCallback
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.bench import (
@@ -20,6 +23,7 @@ from cjepa_hf.bench import (
     STEP,
     StepOptions,
     TrainerStep,
+    device_batch,
     peak_flops_for_name,
     pretraining_step_flops,
     synthetic_masks,
@@ -272,7 +276,7 @@ def test_bf16_is_refused_on_cpu():
 
 
 @pytest.mark.skipif(not CUDA, reason="bf16 autocast is a CUDA path; no GPU in this run")
-def test_bf16_autocast_keeps_fp32_master_weights():
+def test_cuda_bf16_autocast_keeps_fp32_master_weights():
     model = _model().cuda()
     plain = TrainerStep(copy.deepcopy(model), StepOptions())
     step = TrainerStep(model, StepOptions(dtype="bf16"))
@@ -284,16 +288,118 @@ def test_bf16_autocast_keeps_fp32_master_weights():
     assert torch.isfinite(loss) and abs(loss.item() - loss_ref.item()) < 5e-2 * abs(loss_ref.item())
 
 
+# ----------------------------------------------------------------------------- no host sync in the step
+
+
 @pytest.mark.skipif(not CUDA, reason="host-device sync detection needs CUDA (torch.cuda.set_sync_debug_mode)")
-def test_step_does_not_synchronize():
+def test_cuda_benchmark_step_does_not_synchronize():
+    """The benchmark's step (the trainer's loop body) on a batch as MaskCollator makes it, on the GPU."""
     step = TrainerStep(_model().cuda(), StepOptions(dtype="bf16"))
-    batch = _inputs(*(t.cuda() for t in _batch(step.model.config)))
+    batch = device_batch(*(t.cuda() for t in _batch(step.model.config)))
     step.step(batch)  # warm-up: lazy init may sync once
     torch.cuda.set_sync_debug_mode("error")
     try:
         step.step(batch)
+        step.step(batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+class _SyncGuard:
+    """`set_mode("error")` (torch.cuda.set_sync_debug_mode) over the parts of `CJEPATrainer.train`
+    between log steps: from on_step_begin of every step after `first_step` to its on_step_end, and
+    from the end of a step that is not followed by a log, save or evaluation (which sync by
+    design) on through the next batch's fetch and copy. The front callback runs before every
+    other callback, the back one after: the trainer's own callbacks are inside the windows.
+    `windows` records (opened at, step it closed after)."""
+
+    def __init__(self, set_mode, first_step: int = 1) -> None:
+        self.set_mode, self.first_step = set_mode, first_step
+        self.opened: str | None = None
+        self.windows: list[tuple[str, int]] = []
+
+    def _open(self, where: str) -> None:
+        self.set_mode("error")
+        self.opened = where
+
+    def close(self, step: int) -> None:
+        if self.opened is not None:
+            self.set_mode("default")
+            self.windows.append((self.opened, step))
+            self.opened = None
+
+    def install(self, trainer) -> None:
+        guard = self
+
+        class Front(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                if state.global_step >= guard.first_step and guard.opened is None:
+                    guard._open(f"begin {state.global_step + 1}")
+
+        class Back(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                guard.close(state.global_step)
+                busy = control.should_log or control.should_save or control.should_evaluate or control.should_training_stop
+                if state.global_step >= guard.first_step and not busy:
+                    guard._open(f"end {state.global_step}")
+
+        trainer.callback_handler.callbacks.insert(0, Front())
+        trainer.callback_handler.callbacks.append(Back())
+
+    def guarded_steps(self) -> set[int]:
+        return {step for _, step in self.windows}
+
+
+def _guarded_train(tmp_path, model, set_mode, max_steps, **arguments):
+    config = model.config
+    args = CJEPATrainingArguments(
+        output_dir=str(tmp_path),
+        report_to="none",
+        max_steps=max_steps,
+        logging_steps=2,
+        save_strategy="no",
+        disable_tqdm=True,
+        online_probe=False,
+        per_device_train_batch_size=4,
+        dataloader_num_workers=0,
+        warmup_steps=1,
+        seed=0,
+        **arguments,
+    )
+    data = _Ordered(_images(4 * max_steps))
+    trainer = CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
+    guard = _SyncGuard(set_mode)
+    guard.install(trainer)
+    try:
+        trainer.train()
+    finally:
+        guard.close(-1)
+        set_mode("default")
+    return trainer, guard
+
+
+def test_sync_guard_covers_every_step_after_the_first(tmp_path):
+    """The windows of the CUDA test below, on the CPU with a recorder for set_sync_debug_mode: every
+    step after the first is guarded, the fetch of the next batch too unless a log comes between,
+    and the mode is back to "default" at the end."""
+    modes = []
+    _, guard = _guarded_train(tmp_path, _model(), modes.append, max_steps=5, use_cpu=True)
+    assert guard.windows == [("end 1", 2), ("begin 3", 3), ("end 3", 4), ("begin 5", 5)]
+    assert guard.guarded_steps() == {2, 3, 4, 5}
+    assert modes[-1] == "default" and modes.count("error") == 4
+
+
+@pytest.mark.skipif(not CUDA, reason="host-device sync detection needs CUDA (torch.cuda.set_sync_debug_mode)")
+def test_cuda_trainer_train_does_not_synchronize_between_log_steps(tmp_path):
+    """CJEPATrainer.train() itself (bf16, SDPA, fused AdamW, a stream through the trainer's
+    DataLoader with pinned memory and MaskCollator): no host-device sync from the second step on,
+    except at log steps (the loss, the collapse monitor and the non-finite check read the device
+    there by design). Fails with the traceback of the first synchronising call."""
+    model = _model()
+    model.set_attn_implementation("sdpa")
+    trainer, guard = _guarded_train(tmp_path, model, torch.cuda.set_sync_debug_mode, max_steps=6, bf16=True)
+    assert next(model.parameters()).is_cuda and trainer.state.global_step == 6
+    assert guard.guarded_steps() == {2, 3, 4, 5, 6}
 
 
 # ----------------------------------------------------------------------------- torch.compile in training
@@ -482,6 +588,9 @@ def test_benchmark_script_smoke(tmp_path, capsys):
     assert out["baseline_options"] == PLAIN_OPTIONS.to_dict()
     assert out["results"]["baseline"]["options"]["adamw_used"] == "foreach"
     assert out["step"] == STEP == "CJEPATrainer.training_step + optimizer step + EMA callback"
+    for setup in ("baseline", "fast"):  # warm-up, timed and split steps all went through the trainer
+        assert out["results"][setup]["trainer_class"] == "CJEPATrainer"
+        assert out["results"][setup]["trainer_global_step"] == 1 + 2 + 1
     assert all(out["split_s"][k] >= 0 for k in SPLIT_KEYS if k != "other")
     assert len(out["masks"]["context_lengths"]) == 2
     assert "speedup over the plain path" in capsys.readouterr().out

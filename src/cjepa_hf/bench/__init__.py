@@ -8,7 +8,7 @@ a time; StepOptions; the split into parts), `flops` (FLOP formula, device peaks,
 
 from .flops import FLOP_FORMULA, PEAK_BF16_DENSE_FLOPS, device_peak_flops, peak_flops_for_name, pretraining_step_flops
 from .memory import measure_peak_memory, state_bytes
-from .step import DTYPES, PLAIN_OPTIONS, SPLIT_KEYS, STEP, StepOptions, TrainerStep, summarize_times, synthetic_masks
+from .step import DTYPES, PLAIN_OPTIONS, SPLIT_KEYS, STEP, StepOptions, TrainerStep, device_batch, summarize_times, synthetic_masks
 
 __all__ = [
     "DTYPES",
@@ -19,6 +19,7 @@ __all__ = [
     "STEP",
     "StepOptions",
     "TrainerStep",
+    "device_batch",
     "device_peak_flops",
     "measure_peak_memory",
     "peak_flops_for_name",

@@ -28,13 +28,19 @@ def _rss_bytes(field_name: str) -> int | None:
     return None
 
 
+def _bytes(tensor: torch.Tensor) -> int:
+    local = getattr(tensor, "_local_tensor", tensor)  # a DTensor (FSDP): this process's shard
+    return local.numel() * local.element_size()
+
+
 def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
-    """Bytes held between steps: parameters, buffers and optimizer state."""
-    total = sum(t.numel() * t.element_size() for t in model.parameters())
-    total += sum(t.numel() * t.element_size() for t in model.buffers())
+    """Bytes held between steps by this process: parameters, buffers and optimizer state (the
+    local shards of sharded ones)."""
+    total = sum(_bytes(t) for t in model.parameters())
+    total += sum(_bytes(t) for t in model.buffers())
     if optimizer is not None:
         for state in optimizer.state.values():
-            total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+            total += sum(_bytes(v) for v in state.values() if torch.is_tensor(v))
     return total
 
 

@@ -32,7 +32,7 @@ from ..modeling_cjepa import CJEPAForPreTraining
 from ..training import ADAMW_IMPLEMENTATIONS, trim_context
 from .flops import FLOP_FORMULA, device_peak_flops, pretraining_step_flops
 from .memory import measure_peak_memory, state_bytes
-from .step import DTYPES, PLAIN_OPTIONS, SPLIT_KEYS, STEP, StepOptions, TrainerStep, summarize_times, synthetic_masks
+from .step import DTYPES, PLAIN_OPTIONS, SPLIT_KEYS, STEP, StepOptions, TrainerStep, device_batch, summarize_times, synthetic_masks
 
 # A test-size model (the shape of tests/conftest.py's TINY), for smoke runs.
 TINY_PRESET = dict(
@@ -199,11 +199,12 @@ def run(args: argparse.Namespace) -> dict:
         setups["baseline"] = TrainerStep(copy.deepcopy(model), PLAIN_OPTIONS, total_steps=total_steps, seed=args.seed)
     setups["fast"] = TrainerStep(model, options, total_steps=total_steps, seed=args.seed)  # the original, last
     peak_flops_name, peak_flops = device_peak_flops(device)
+    peak_flops_source = "PEAK_BF16_DENSE_FLOPS (by device name)" if peak_flops else None
     if args.peak_tflops:
-        peak_flops = args.peak_tflops * 1e12
+        peak_flops, peak_flops_source = args.peak_tflops * 1e12, "--peak-tflops"
 
     def inputs(context: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"pixel_values": pixel_values, "context_indices": context, "target_indices": targets}
+        return device_batch(pixel_values, context, targets)
 
     results = {name: {"options": s.options.to_dict() | {"adamw_used": s.adamw_implementation}} for name, s in setups.items()}
     # Warm-up (compilation, allocator, autotuning); the last warm-up step measures memory.
@@ -264,6 +265,10 @@ def run(args: argparse.Namespace) -> dict:
             if i >= compile_warm:
                 splits.append(split)
         results[name]["split_s"] = {key: sum(s[key] for s in splits) / len(splits) for key in (*SPLIT_KEYS, "total")} if splits else None
+        # The trainer's own count of optimizer steps: every step above went through CJEPATrainer.
+        results[name]["trainer_global_step"] = setup.trainer.state.global_step
+        results[name]["trainer_class"] = type(setup.trainer).__name__
+        results[name]["wrapped_model_class"] = type(setup.wrapped).__name__
 
     fast = results["fast"]
     base = results.get("baseline")
@@ -293,6 +298,8 @@ def run(args: argparse.Namespace) -> dict:
         "device": peak_flops_name,
         "device_type": device.type,
         "peak_bf16_dense_flops": peak_flops,
+        "peak_flops_source": peak_flops_source,
+        "steps_per_setup": {"warmup": args.warmup, "timed": args.steps, "split": compile_warm + args.split_steps},
         "results": results,
         "flops_per_step_mean": sum(flops) / len(flops),
         "flops_breakdown_at_mean_masks": mean_flops,

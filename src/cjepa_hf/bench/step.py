@@ -4,10 +4,13 @@
 kernel, bf16 autocast, `torch_compile` with the dynamic-mask path, activation checkpointing,
 fused or foreach AdamW), prepares it as `Trainer.train` does, and runs, per `step(batch)`, the
 sequence of Trainer's inner loop for one optimizer step without gradient accumulation:
-on_step_begin, `training_step` (forward, loss, backward), on_pre_optimizer_step (schedules, the
-non-finite flag), `optimizer.step()`, on_optimizer_step (EMA, buffer restore), the LR scheduler,
-zero_grad, on_step_end. tests/test_performance.py checks that 3 such steps give the losses and
-weights of `CJEPATrainer.train()`. `instrumented_step` runs the same step split into its parts.
+on_step_begin, `training_step` (forward, loss, backward), the loss added to the log window's sum
+(through `logging_nan_inf_filter`'s check when it is on), the FLOP count, the gradient norm (the
+loop takes it at every step), on_pre_optimizer_step (schedules, the non-finite flag),
+`optimizer.step()`, on_optimizer_step (EMA, buffer restore), the LR scheduler, zero_grad,
+on_step_end. tests/test_performance.py checks that 3 such steps give the losses and weights of
+`CJEPATrainer.train()`. `instrumented_step` runs the same step split into its parts.
+`device_batch` makes a batch as the trainer receives it from `MaskCollator`.
 """
 
 from __future__ import annotations
@@ -160,6 +163,8 @@ class TrainerStep:
         trainer.create_optimizer()
         self.wrapped, trainer.optimizer = trainer.accelerator.prepare(trainer.model, trainer.optimizer)
         trainer.model_wrapped = self.wrapped
+        if getattr(trainer, "is_fsdp_enabled", False):  # as Trainer does: under FSDP the model is the wrapped one
+            trainer.model = self.wrapped
         trainer.create_scheduler(num_training_steps=total_steps)
         for attr in ("model", "optimizer", "lr_scheduler"):
             setattr(trainer.callback_handler, attr, getattr(trainer, attr))
@@ -170,6 +175,7 @@ class TrainerStep:
         self.optimizer = trainer.optimizer.optimizer  # torch's, inside Accelerate's wrapper
         self.adamw_implementation = "fused" if self.optimizer.defaults.get("fused") else "foreach"
         self.wrapped.zero_grad()
+        self.window_loss = torch.zeros((), device=device)  # Trainer's _tr_loss: no log step in a benchmark
         trainer.control = trainer.callback_handler.on_train_begin(args, trainer.state, trainer.control)
         trainer.control = trainer.callback_handler.on_epoch_begin(args, trainer.state, trainer.control)
         self._stage_runs: dict[str, Callable] | None = None
@@ -183,14 +189,22 @@ class TrainerStep:
         trainer.accelerator.gradient_state._set_sync_gradients(True)
         trainer.control = handler.on_step_begin(args, state, trainer.control)
         loss = trainer.training_step(self.wrapped, batch)
+        # What the loop does with the loss: the log window's running sum on the device, behind
+        # logging_nan_inf_filter's check when it is on (a host sync: `bool` of a device tensor).
+        if args.logging_nan_inf_filter and (torch.isnan(loss) or torch.isinf(loss)):
+            self.window_loss += self.window_loss / (1 + state.global_step)
+        else:
+            self.window_loss += loss
+        trainer.current_flos += float(trainer.floating_point_ops(batch))
         mark("backward_end")
-        if args.max_grad_norm > 0:
-            trainer.accelerator.clip_grad_norm_(self.wrapped.parameters(), args.max_grad_norm)
+        self._grad_norm()
         trainer.control = handler.on_pre_optimizer_step(args, state, trainer.control)
         trainer.optimizer.step()
         mark("optimizer_end")
         trainer.control = handler.on_optimizer_step(args, state, trainer.control)
         mark("ema_end")
+        if hasattr(trainer, "_get_learning_rate"):
+            trainer._get_learning_rate()
         if not trainer.accelerator.optimizer_step_was_skipped:
             trainer.lr_scheduler.step()
         self.wrapped.zero_grad()
@@ -200,6 +214,17 @@ class TrainerStep:
         return loss.detach()
 
     __call__ = step
+
+    def _grad_norm(self) -> torch.Tensor | float | None:
+        """The gradient norm as Trainer's loop takes it: clipped when max_grad_norm > 0, and in
+        transformers 5.x computed at every step even without clipping (for its logs)."""
+        trainer, args = self.trainer, self.trainer.args
+        if hasattr(trainer, "_get_grad_norm"):  # transformers 5.x: the loop's own calls
+            grad_norm = trainer._clip_grad_norm(self.wrapped) if args.max_grad_norm > 0 else None
+            return trainer._get_grad_norm(self.wrapped, grad_norm=grad_norm)
+        if args.max_grad_norm > 0:
+            return trainer.accelerator.clip_grad_norm_(self.wrapped.parameters(), args.max_grad_norm)
+        return None
 
     # ------------------------------------------------------------------ the split
     def _runs(self) -> dict[str, Callable]:
@@ -223,7 +248,7 @@ class TrainerStep:
         and its share of the backward (with activation checkpointing: the recompute).
         predictor_forward_backward: everything between the context encoder's output and the loss
         (predictor, projector, losses), forward and backward. optimizer: the schedules, the
-        non-finite flag and AdamW's step. ema: the callback's EMA step and buffer restore. other:
+        non-finite flag, the gradient norm and AdamW's step. ema: the callback's EMA step and buffer restore. other:
         the rest (buffer snapshot, target normalisation, gathers, LR scheduler, zero_grad). With
         compile the stages run as separately compiled graphs (fusion across stage borders is
         lost): the split shows where time goes, the headline figure is `step`."""
@@ -260,6 +285,20 @@ class TrainerStep:
         return loss, split
 
 
+def device_batch(pixel_values: torch.Tensor, context_indices: torch.Tensor, target_indices: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A batch as `MaskCollator` makes it, on the device of `pixel_values`: pixel_values (B, C, H, W),
+    context_indices (B, K), target_indices (B, M, T), and the bookkeeping the trainer reads,
+    num_skipped () and data_worker () (0: no bad records, no DataLoader worker)."""
+    zero = torch.zeros((), dtype=torch.long, device=pixel_values.device)
+    return {
+        "pixel_values": pixel_values,
+        "context_indices": context_indices,
+        "target_indices": target_indices,
+        "num_skipped": zero,
+        "data_worker": zero.clone(),
+    }
+
+
 def synthetic_masks(
     config: CJEPAConfig, batch_size: int, count: int, seed: int = 0, device: torch.device | str = "cpu"
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], str]:
@@ -277,4 +316,14 @@ def summarize_times(times: Sequence[float]) -> dict[str, Any]:
     return {"median": median, "mean": sum(times) / len(times), "min": ordered[0], "max": ordered[-1], "all": list(times)}
 
 
-__all__ = ["DTYPES", "PLAIN_OPTIONS", "SPLIT_KEYS", "STEP", "StepOptions", "TrainerStep", "summarize_times", "synthetic_masks"]
+__all__ = [
+    "DTYPES",
+    "PLAIN_OPTIONS",
+    "SPLIT_KEYS",
+    "STEP",
+    "StepOptions",
+    "TrainerStep",
+    "device_batch",
+    "summarize_times",
+    "synthetic_masks",
+]
