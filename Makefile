@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data lint test pretrain clean
+.PHONY: install data lint test pretrain gpu-check clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install data lint
 
 pretrain: install data
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/pretrain.py
+
+# On a GPU machine (H100/H200): the CUDA tests, step / pipeline / DDP-FSDP benchmarks, in under 8 minutes.
+gpu-check:
+	PYTHON=$(if $(wildcard $(PY)),$(PY),python3) bash scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) outputs

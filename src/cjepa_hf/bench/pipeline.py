@@ -149,6 +149,150 @@ def bench_pipeline(image_dir: Path, min_seconds: float) -> dict:
     }
 
 
+def write_path_source(images: list[Path], folder: Path, rows: int, num_shards: int = 64) -> Path:
+    """A parquet source of `rows` records in `num_shards` files whose image column references
+    `images` (cycled) by path: a stream as long as the timing needs at no disk cost, in as many
+    shards as a DataLoader has workers to share (ImageNet on the Hub is parquet too; there the
+    JPEG bytes sit in the rows instead). Returns the folder, for `build_pretrain_dataset`."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    features = datasets.Features({"image": datasets.Image(decode=False)})
+    for shard in range(num_shards):
+        records = [{"path": str(images[i % len(images)]), "bytes": None} for i in range(shard, rows, num_shards)]
+        table = datasets.Dataset.from_dict({"image": records}, features=features).data.table  # schema holds the features
+        pq.write_table(table, folder / f"train-{shard:05d}-of-{num_shards:05d}.parquet")
+    return folder
+
+
+def loader_throughput(
+    source: Path,
+    config: CJEPAConfig,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device | str = "cpu",
+    min_seconds: float = 10.0,
+    warmup_batches: int = 2,
+    min_batches: int = 4,
+    shuffle_buffer: int = 1000,
+) -> dict:
+    """Images per second the trainer's input pipeline delivers with `num_workers` DataLoader workers.
+
+    The pipeline is training's own: `build_pretrain_dataset(source)` (a folder of images or a
+    source from `write_path_source`; in the workers: file read, JPEG decode
+    with draft, to_rgb, RandomResizedCrop to config.image_size, normalise, in the workers),
+    batched by `CJEPATrainer.get_train_dataloader()` (the stream's DataLoader: `MaskCollator`
+    samples the multi-block masks in the workers, pinned memory on CUDA), and each batch copied to
+    `device` (non_blocking). The clock starts after `warmup_batches` batches (worker start-up) and
+    stops once `min_seconds` have passed (and at least `min_batches` batches) or the stream ends.
+    The main process does nothing else: in training it also drives the GPU step."""
+    from ..modeling_cjepa import CJEPAForPreTraining
+    from ..training import CJEPATrainer, CJEPATrainingArguments
+
+    device = torch.device(device)
+    stream = data.build_pretrain_dataset(
+        str(source),
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        shuffle_buffer=shuffle_buffer,
+        seed=0,
+        max_consecutive_bad=None,
+    )
+    # The trainer only lends its DataLoader: a tiny model of the same image grid.
+    tiny = CJEPAConfig(
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        predictor_hidden_size=32,
+        predictor_num_hidden_layers=1,
+        predictor_num_attention_heads=4,
+        projector_dims=(32, 32),
+    )
+    with tempfile.TemporaryDirectory(prefix="cjepa-bench-loader-") as tmp:
+        args = CJEPATrainingArguments(
+            output_dir=tmp,
+            use_cpu=device.type == "cpu",
+            report_to="none",
+            max_steps=1,
+            per_device_train_batch_size=batch_size,
+            dataloader_num_workers=num_workers,
+            online_probe=False,
+            save_strategy="no",
+            disable_tqdm=True,
+        )
+        trainer = CJEPATrainer(model=CJEPAForPreTraining(tiny), args=args, train_dataset=stream, data_collator=MaskCollator(config, seed=0))
+        loader = trainer.get_train_dataloader()
+        pinned = bool(loader.pin_memory)
+        images, batches, start, elapsed = 0, 0, None, 0.0
+        setup_start = time.perf_counter()
+        first_batch_s = None
+        for batch in loader:
+            on_device = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            del on_device
+            batches += 1
+            if first_batch_s is None:
+                first_batch_s = time.perf_counter() - setup_start
+            if batches == warmup_batches:
+                start = time.perf_counter()
+            elif start is not None:
+                images += batch["pixel_values"].shape[0]
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds and batches - warmup_batches >= min_batches:
+                    break
+        del loader, trainer
+    if start is None or images == 0:
+        raise RuntimeError(
+            f"the stream of {source} gave {batches} batch(es) of {batch_size}: too few to time after {warmup_batches} "
+            "warm-up batches; give it more images"
+        )
+    rate = images / elapsed
+    return {
+        "images_per_s": rate,
+        "images_per_s_per_worker": rate / max(num_workers, 1),
+        "num_workers": num_workers,
+        "batch_size": batch_size,
+        "image_size": config.image_size,
+        "batches_timed": batches - warmup_batches,
+        "seconds_timed": elapsed,
+        "first_batch_s": first_batch_s,
+        "stream_exhausted": elapsed < min_seconds,
+        "pin_memory": pinned,
+        "device": str(device),
+        "num_shards": stream.num_shards,
+        "pipeline": "build_pretrain_dataset(source) -> CJEPATrainer.get_train_dataloader() (decoding and MaskCollator in the "
+        "workers) -> .to(device, non_blocking=True)",
+    }
+
+
+def gpu_decode_throughput(blobs: list[bytes], device: torch.device | str, repeats: int = 5) -> dict:
+    """JPEG decoding on the GPU (`torchvision.io.decode_jpeg(..., device=device)`, batched): images
+    per second, decode only (no crop, resize or normalisation). Raises ImportError without
+    torchvision and RuntimeError without CUDA."""
+    from torchvision.io import decode_jpeg
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise RuntimeError(f"GPU JPEG decoding needs a CUDA device, got {device}")
+    encoded = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+    decode_jpeg(encoded, device=device)  # warm-up: nvJPEG handles
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        decode_jpeg(encoded, device=device)
+    torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {
+        "images_per_s": repeats * len(encoded) / elapsed,
+        "images_per_batch": len(encoded),
+        "what": "torchvision.io.decode_jpeg on the GPU, one batched call per repeat, decode only",
+    }
+
+
 class _NoDraft:
     """The same transform without a draft size (full-resolution JPEG decode)."""
 
