@@ -120,7 +120,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     ]
     if args.vit_l_compile:
         runs.append(StepRun("vit_l16_compile", "vit-l16", 128, compile=True, steps=10, split_steps=0, extra=attn))
-    per_worker_guess = 300  # images/s of one worker on 500x375 JPEGs (docs/PERFORMANCE.md: ~236 on this CPU)
+    per_worker_guess = 500  # images/s of one worker on 500x375 JPEGs, generously (~236 on the 2-core dev machine)
     return Plan(
         device="cuda",
         dtype="bf16",
