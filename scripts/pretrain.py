@@ -147,8 +147,12 @@ def build_config(model_args: ModelArguments) -> CJEPAConfig:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # Until the arguments say which process logs, RANK (the launcher's global rank) decides.
+    main_process = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if main_process else logging.WARNING)
     model_args, data_args, eval_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    # should_log: global rank 0 only (log_on_each_node=False), never a node's first process by default
+    logging.getLogger().setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     set_seed(training_args.seed)
 
     if model_args.model_name_or_path:

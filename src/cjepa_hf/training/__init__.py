@@ -4,7 +4,8 @@ Modules: `arguments` (CJEPATrainingArguments), `schedules` (lr_at, weight_decay_
 momentum_at), `optim` (param_groups, build_adamw), `compile` (one compile for changing mask
 sizes), `checkpoints` (validation, atomic writes, rotation, full disks), `state` (StepState,
 DataPosition), `data_hooks` (the data's epoch and seek protocols), `callback` (CJEPACallback),
-`trainer` (CJEPATrainer).
+`multinode` (several machines: where checkpoints go, every rank's RNG state in each copy, one
+checkpoint to resume from), `trainer` (CJEPATrainer).
 """
 
 from .arguments import CJEPATrainingArguments

@@ -55,6 +55,13 @@ class CJEPATrainingArguments(TrainingArguments):
         default="cosine", metadata={"help": "cosine only: linear warmup from warmup_start_lr, then cosine to final_lr."}
     )
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per forward of the k-NN monitor."})
+    log_on_each_node: bool = field(
+        default=False,
+        metadata={
+            "help": "Log from the first process of every node, not only from global rank 0 (transformers' default "
+            "is True: one copy of the logs per node)."
+        },
+    )
     ddp_find_unused_parameters: bool | None = field(
         default=False,
         metadata={

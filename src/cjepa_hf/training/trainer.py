@@ -48,15 +48,19 @@ from .arguments import CJEPATrainingArguments
 from .callback import CJEPACallback
 from .checkpoints import (
     STATE_FILE,
-    CorruptCheckpointError,
     disk_full_reported,
-    latest_valid_checkpoint,
     rotate_checkpoints,
-    validate_checkpoint,
     write_json_atomically,
 )
 from .compile import compile_model, mark_dynamic_masks
 from .data_hooks import SeekableStream, is_stream, start_epoch
+from .multinode import (
+    check_storage,
+    print_logs_on_global_rank,
+    resolve_resume_checkpoint,
+    save_weights_on_this_node,
+    share_rng_states,
+)
 from .optim import build_adamw, param_groups
 from .schedules import lr_at
 from .state import DataPosition, StepState
@@ -98,6 +102,7 @@ class CJEPATrainer(Trainer):
         if self.args.torch_compile:
             compile_model(model, backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
         self.add_callback(CJEPACallback(self, self.step_state))
+        print_logs_on_global_rank(self)  # not once per node
 
     def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
         """Accelerate must not compile the model (its wrapper compile recompiles as mask sizes
@@ -295,14 +300,11 @@ class CJEPATrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         self._check_batch_fits()
-        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
-            found = latest_valid_checkpoint(self.args.output_dir)
-            if found is None:
-                raise CorruptCheckpointError(f"no valid checkpoint to resume from in {self.args.output_dir!r}")
-            resume_from_checkpoint = found
+        check_storage(self.args, self.args.save_strategy != "no" or bool(resume_from_checkpoint), sharded=self.is_fsdp_enabled)
+        # validated (also the shapes of the JSON read below), the same step on every process
+        resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir, self.args.world_size)
         skip_replay = False
         if resume_from_checkpoint:
-            validate_checkpoint(resume_from_checkpoint)  # also the shapes of the JSON read below
             with open(os.path.join(resume_from_checkpoint, STATE_FILE)) as f:
                 saved = json.load(f)
             with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
@@ -504,6 +506,7 @@ class CJEPATrainer(Trainer):
                 super()._save_checkpoint(model, trial)
             finally:
                 self.args.save_total_limit = limit
+            share_rng_states(folder, self.args)  # save_on_each_node: every node's copy gets every rank's
             data = None
             position = self.data_position
             if is_stream(self.train_dataset):  # every process takes part in the gather
@@ -560,6 +563,7 @@ class CJEPATrainer(Trainer):
         folder = output_dir if output_dir is not None else self.args.output_dir
         with disk_full_reported(folder):
             super().save_model(output_dir, _internal_call)
+            save_weights_on_this_node(self.accelerator.unwrap_model(self.model), folder, self.args)
             if self.args.should_save:
                 with open(os.path.join(folder, "training_args.json"), "w") as f:
                     f.write(self.args.to_json_string())
