@@ -11,70 +11,17 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY
+from helpers.tiny import SeekableOrderedStream, tiny_data, tiny_trainer
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_callback import TrainerState
 
-from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.trainer import (
-    CJEPATrainer,
-    CJEPATrainingArguments,
     CorruptCheckpointError,
     latest_valid_checkpoint,
     validate_checkpoint,
 )
-
-
-def _trainer(out, data, **kw):
-    config = CJEPAConfig(**TINY)
-    torch.manual_seed(0)
-    model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(
-        **{
-            "output_dir": str(out),
-            "use_cpu": True,
-            "report_to": "none",
-            "per_device_train_batch_size": 4,
-            "logging_steps": 1,
-            "save_strategy": "no",
-            "disable_tqdm": True,
-            "warmup_steps": 1,
-            "seed": 0,
-            **kw,
-        }
-    )
-    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
-
-
-def _data(n=32, seed=0, poison=()):
-    g = torch.Generator().manual_seed(seed)
-    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(n)]
-    for i in poison:
-        data[i]["pixel_values"] = torch.full((3, 32, 32), float("nan"))
-    return data
-
-
-class _Ordered(torch.utils.data.IterableDataset):
-    """A stream in a fixed order that can seek (`resume_at`, as `cjepa_hf.data` streams):
-    with W DataLoader workers, worker w reads every W-th item from w."""
-
-    def __init__(self, items):
-        self.items, self.skip = items, None
-
-    def set_epoch(self, epoch):
-        self.skip = None
-
-    def resume_at(self, epoch, records):
-        self.skip = list(records)
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        start = self.skip[worker] if self.skip else 0
-        return iter(self.items[worker::workers][start:])
-
 
 # ----------------------------------------------------------------------------- item 10
 
@@ -84,7 +31,7 @@ def test_a_skipped_step_changes_no_state_buffers_included(tmp_path):
     projector's running buffers, the checkpoint after it is finite and valid, the eval-mode
     loss stays finite, and the logged loss of step 3 is NaN (not 0), in a history that
     Trainer's JSON round-trips."""
-    trainer = _trainer(tmp_path, _Ordered(_data(poison=[9])), max_steps=4, save_strategy="steps", save_steps=4)
+    trainer = tiny_trainer(tmp_path, SeekableOrderedStream(tiny_data(poison=[9])), max_steps=4, save_strategy="steps", save_steps=4)
     model = trainer.model
     states = []
 
@@ -104,7 +51,7 @@ def test_a_skipped_step_changes_no_state_buffers_included(tmp_path):
     assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
 
     model.eval()
-    batch = MaskCollator(model.config, seed=5)(_data(n=4, seed=9))
+    batch = MaskCollator(model.config, seed=5)(tiny_data(n=4, seed=9))
     with torch.no_grad():
         loss = model(batch["pixel_values"], batch["context_indices"], batch["target_indices"]).loss
     assert torch.isfinite(loss)
@@ -120,7 +67,7 @@ def test_a_skipped_step_changes_no_state_buffers_included(tmp_path):
 
 def test_validate_checkpoint_rejects_non_finite_weights(tmp_path):
     out = tmp_path / "run"
-    _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2).train()
+    tiny_trainer(out, tiny_data(), max_steps=4, save_strategy="steps", save_steps=2).train()
     good, bad = out / "checkpoint-2", out / "checkpoint-4"
     weights = load_file(str(bad / "model.safetensors"))
     weights["projector.norms.0.running_var"][3] = float("nan")
@@ -144,7 +91,7 @@ class _Killed(BaseException):
 
 def test_rotation_never_deletes_the_last_complete_checkpoint(tmp_path, monkeypatch):
     # a normal run still rotates: only the newest checkpoint is kept
-    _trainer(tmp_path / "ok", _data(), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1).train()
+    tiny_trainer(tmp_path / "ok", tiny_data(), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1).train()
     assert sorted(os.listdir(tmp_path / "ok")) == ["checkpoint-4"]
 
     # killed while checkpoint-4 is written, before cjepa_state.json marks it complete
@@ -158,7 +105,7 @@ def test_rotation_never_deletes_the_last_complete_checkpoint(tmp_path, monkeypat
 
     monkeypatch.setattr(json, "dump", dump)
     out = tmp_path / "killed"
-    trainer = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
+    trainer = tiny_trainer(out, tiny_data(), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
     with pytest.raises(_Killed):
         trainer.train()
     monkeypatch.undo()
@@ -174,7 +121,7 @@ def test_rotation_never_deletes_the_last_complete_checkpoint(tmp_path, monkeypat
 def stream_run(tmp_path_factory):
     """A run over a stream with checkpoints at steps 2 and 4 (cjepa_state.json holds the data position)."""
     out = tmp_path_factory.mktemp("stream") / "run"
-    _trainer(out, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2).train()
+    tiny_trainer(out, SeekableOrderedStream(tiny_data()), max_steps=4, save_strategy="steps", save_steps=2).train()
     return out
 
 
@@ -221,7 +168,7 @@ def test_state_files_of_the_wrong_shape_are_corrupt(stream_run, tmp_path, name, 
     with pytest.raises(CorruptCheckpointError, match=message):
         validate_checkpoint(str(folder))
     assert latest_valid_checkpoint(str(out)) == str(out / "checkpoint-2")
-    trainer = _trainer(out, _Ordered(_data()), max_steps=6)
+    trainer = tiny_trainer(out, SeekableOrderedStream(tiny_data()), max_steps=6)
     with pytest.raises(CorruptCheckpointError, match=name):
         trainer.train(resume_from_checkpoint=str(folder))
 
@@ -231,8 +178,10 @@ def test_state_files_of_the_wrong_shape_are_corrupt(stream_run, tmp_path, name, 
 
 def test_resume_with_another_number_of_dataloader_workers_warns(tmp_path, caplog):
     out = tmp_path / "run"
-    _trainer(out, _Ordered(_data()), max_steps=3, save_strategy="steps", save_steps=2, dataloader_num_workers=1).train()
-    trainer = _trainer(out, _Ordered(_data()), max_steps=3, dataloader_num_workers=0)
+    tiny_trainer(
+        out, SeekableOrderedStream(tiny_data()), max_steps=3, save_strategy="steps", save_steps=2, dataloader_num_workers=1
+    ).train()
+    trainer = tiny_trainer(out, SeekableOrderedStream(tiny_data()), max_steps=3, dataloader_num_workers=0)
     with caplog.at_level(logging.WARNING, logger="cjepa_hf.trainer"):
         trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
     assert "dataloader_num_workers=1" in caplog.text and "this run has 0" in caplog.text
@@ -241,13 +190,13 @@ def test_resume_with_another_number_of_dataloader_workers_warns(tmp_path, caplog
 
 def test_resuming_a_finished_run_trains_and_writes_nothing(tmp_path, caplog):
     out = tmp_path / "run"
-    first = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2)
+    first = tiny_trainer(out, tiny_data(), max_steps=4, save_strategy="steps", save_steps=2)
     first.train()
     target = {k: v.clone() for k, v in first.model.state_dict().items()}
     before = sorted(os.listdir(out))
     snapshot = {name: (out / "checkpoint-4" / name).read_bytes() for name in os.listdir(out / "checkpoint-4")}
 
-    trainer = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2)
+    trainer = tiny_trainer(out, tiny_data(), max_steps=4, save_strategy="steps", save_steps=2)
     forwards = []
     original = trainer.model.forward
     trainer.model.forward = lambda *a, **k: (forwards.append(1), original(*a, **k))[1]
@@ -297,7 +246,7 @@ def _fill_disk_at(monkeypatch, target):
 def test_a_full_disk_says_so_and_leaves_no_valid_partial_checkpoint(tmp_path, monkeypatch, target):
     out = tmp_path / "run"
     _fill_disk_at(monkeypatch, target)
-    trainer = _trainer(out, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
+    trainer = tiny_trainer(out, SeekableOrderedStream(tiny_data()), max_steps=4, save_strategy="steps", save_steps=2, save_total_limit=1)
     with pytest.raises(OSError) as raised:
         trainer.train()
     monkeypatch.undo()
@@ -314,7 +263,7 @@ def test_a_killed_save_over_an_earlier_checkpoint_of_that_step_is_not_valid(tmp_
     a save of step 4 killed between two files (new weights, old optimizer state) must not leave
     that folder looking complete."""
     out = tmp_path / "run"
-    _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2).train()
+    tiny_trainer(out, tiny_data(), max_steps=4, save_strategy="steps", save_steps=2).train()
     validate_checkpoint(str(out / "checkpoint-4"))
     real_save = torch.save
 
@@ -324,7 +273,7 @@ def test_a_killed_save_over_an_earlier_checkpoint_of_that_step_is_not_valid(tmp_
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    trainer = _trainer(out, _data(), max_steps=4, save_strategy="steps", save_steps=2)
+    trainer = tiny_trainer(out, tiny_data(), max_steps=4, save_strategy="steps", save_steps=2)
     with pytest.raises(_Killed):
         trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
     monkeypatch.undo()

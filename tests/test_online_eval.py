@@ -1,56 +1,20 @@
 """Online evaluation: the linear probe on detached target features and the k-NN monitor."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import TINY
+from helpers.tiny import run_train_tiny, tiny_data, tiny_trainer
 
-from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.evaluation import extract_features, knn_accuracy
-from cjepa_hf.masking import MaskCollator
 from cjepa_hf.online_eval import KNNMonitorSet, OnlineLinearProbe
-from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments, validate_checkpoint
-
-HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_tiny.py")
-
-
-def _labelled(n=32, seed=0, poison=()):
-    g = torch.Generator().manual_seed(seed)
-    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g), "label": i % 3} for i in range(n)]
-    for i in poison:
-        data[i]["pixel_values"] = torch.full((3, 32, 32), float("nan"))
-    return data
-
-
-def _trainer(tmp_path, data, eval_dataset=None, **kw):
-    config = CJEPAConfig(**TINY)
-    torch.manual_seed(0)
-    model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(
-        **{
-            "output_dir": str(tmp_path),
-            "use_cpu": True,
-            "report_to": "none",
-            "per_device_train_batch_size": 4,
-            "logging_steps": 1,
-            "save_strategy": "no",
-            "disable_tqdm": True,
-            "warmup_steps": 1,
-            "seed": 0,
-            **kw,
-        }
-    )
-    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0), eval_dataset=eval_dataset)
+from cjepa_hf.trainer import CJEPATrainingArguments, validate_checkpoint
 
 
 def test_the_probe_leaves_the_encoders_updates_unchanged(tmp_path):
-    with_probe = _trainer(tmp_path / "a", _labelled(), max_steps=5, online_probe_num_labels=3)
-    without = _trainer(tmp_path / "b", _labelled(), max_steps=5, online_probe=False)
+    with_probe = tiny_trainer(tmp_path / "a", tiny_data(labels=True), max_steps=5, online_probe_num_labels=3)
+    without = tiny_trainer(tmp_path / "b", tiny_data(labels=True), max_steps=5, online_probe=False)
     probe_before = with_probe.online_probe.head.weight.detach().clone()
     with_probe.train()
     without.train()
@@ -85,10 +49,10 @@ def test_the_probe_needs_a_class_count_when_the_data_does_not_give_one(tmp_path)
         label_column = "label"
 
         def __iter__(self):
-            return iter(_labelled())
+            return iter(tiny_data(labels=True))
 
     with pytest.raises(ValueError, match="set --online_probe_num_labels"):
-        _trainer(tmp_path, Stream(), max_steps=1)
+        tiny_trainer(tmp_path, Stream(), max_steps=1)
     with pytest.raises(ValueError, match="online_probe_lr must be > 0, got 0"):
         CJEPATrainingArguments(output_dir=str(tmp_path), use_cpu=True, online_probe_lr=0.0)
 
@@ -96,9 +60,9 @@ def test_the_probe_needs_a_class_count_when_the_data_does_not_give_one(tmp_path)
 def test_knn_monitor_equals_the_offline_knn_on_the_same_features(tmp_path):
     monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=60, query_size=40)
     assert monitor.num_labels == 10
-    trainer = _trainer(
+    trainer = tiny_trainer(
         tmp_path,
-        _labelled(),
+        tiny_data(labels=True),
         eval_dataset=monitor,
         max_steps=2,
         online_probe_num_labels=10,
@@ -135,19 +99,13 @@ def test_knn_monitor_shares_cover_the_set_once():
         KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=0)
 
 
-def _run(args, timeout=400):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, HELPER, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-
-
 def test_resume_with_the_probe_is_exact(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([full, 6, "--save-steps", 3, "--labels"])
+    run_train_tiny([full, 6, "--save-steps", 3, "--labels"])
     validate_checkpoint(str(full / "checkpoint-3"))
     assert (full / "checkpoint-3" / "online_probe.safetensors").exists()
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
-    _run([resumed, 6, "--resume", resumed / "checkpoint-3", "--labels"])
+    run_train_tiny([resumed, 6, "--resume", resumed / "checkpoint-3", "--labels"])
     a = json.loads((full / "run.json").read_text())
     b = json.loads((resumed / "run.json").read_text())
     assert len(a["probe"]) == 3 * 32

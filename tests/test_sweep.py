@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -85,9 +86,17 @@ def _sweep(tmp_path, spec, *extra):
     return proc
 
 
-def test_sweep_runs_records_resumes_and_summarises(tmp_path):
-    spec = _spec(tmp_path)
-    _sweep(tmp_path, spec)
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One finished two-run sweep (each run 4 steps), shared by the tests: (folder, spec)."""
+    folder = tmp_path_factory.mktemp("sweep")
+    spec = _spec(folder)
+    _sweep(folder, spec)
+    return folder, spec
+
+
+def test_sweep_runs_records_and_summarises(swept):
+    tmp_path, _ = swept
     records = {f: json.loads((tmp_path / "records" / f).read_text()) for f in os.listdir(tmp_path / "records")}
     assert set(records) == {"cjepa-seed0.json", "ijepa_ema99-seed0.json"}
     for record in records.values():
@@ -103,20 +112,25 @@ def test_sweep_runs_records_resumes_and_summarises(tmp_path):
     assert summary["cjepa"]["eval_knn_top1"]["values"] == [records["cjepa-seed0.json"]["value"]]
     assert (tmp_path / "results" / "tiny_online_knn.png").read_bytes()[:4] == b"\x89PNG"
     assert "ijepa_ema99" in (tmp_path / "results" / "tiny_table.md").read_text()
+
+
+def test_a_finished_sweep_runs_nothing_and_an_interrupted_run_resumes(swept, tmp_path):
+    source, _ = swept
+    for name in ("work", "records"):
+        shutil.copytree(source / name, tmp_path / name)
+    spec = _spec(tmp_path)
     # started again: every run has its record, nothing runs, the records stay as they were
+    records = sorted(os.listdir(tmp_path / "records"))
     before = {f: (tmp_path / "records" / f).stat().st_mtime_ns for f in records}
     proc = _sweep(tmp_path, spec)
     assert "0 runs to do" in proc.stderr
     assert before == {f: (tmp_path / "records" / f).stat().st_mtime_ns for f in records}
-
-
-def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
-    spec = _spec(tmp_path)
-    _sweep(tmp_path, spec)
     (tmp_path / "records" / "cjepa-seed0.json").unlink()  # as if the sweep died before the record
     (tmp_path / "records" / "ijepa_ema99-seed0.json").unlink()  # ... and another run, which --only leaves alone
     proc = _sweep(tmp_path, spec, "--only", "cjepa")
     assert "1 runs to do" in proc.stderr and "--resume_from_checkpoint latest" in proc.stderr
+    assert (tmp_path / "records" / "cjepa-seed0.json").exists()
+    assert not (tmp_path / "records" / "ijepa_ema99-seed0.json").exists()
 
 
 def test_bad_specs_are_refused(tmp_path):

@@ -3,17 +3,14 @@ import logging
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from conftest import TINY
+from helpers.tiny import OrderedStream, run_train_tiny, tiny_data, tiny_trainer
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
-from cjepa_hf.masking import MaskCollator
 from cjepa_hf.trainer import (
-    CJEPATrainer,
     CJEPATrainingArguments,
     CorruptCheckpointError,
     latest_valid_checkpoint,
@@ -23,9 +20,6 @@ from cjepa_hf.trainer import (
     validate_checkpoint,
     weight_decay_at,
 )
-
-HELPER = os.path.join(os.path.dirname(__file__), "helpers", "train_tiny.py")
-
 
 # ----------------------------------------------------------------------------- schedules
 
@@ -83,45 +77,8 @@ def test_training_arguments_validation(tmp_path, field, value, message):
 # ----------------------------------------------------------------------------- in-process training
 
 
-def _trainer(tmp_path, config, data, **kw):
-    torch.manual_seed(0)
-    model = CJEPAForPreTraining(config)
-    args = CJEPATrainingArguments(
-        **{
-            "output_dir": str(tmp_path),
-            "use_cpu": True,
-            "report_to": "none",
-            "per_device_train_batch_size": 4,
-            "logging_steps": 1,
-            "save_strategy": "no",
-            "disable_tqdm": True,
-            "warmup_steps": 1,
-            **kw,
-        }
-    )
-    return CJEPATrainer(model=model, args=args, train_dataset=data, data_collator=MaskCollator(config, seed=0))
-
-
-class _Ordered(torch.utils.data.IterableDataset):
-    """A stream in a fixed order (the trainer builds a plain sequential DataLoader for streams)."""
-
-    def __init__(self, items):
-        self.items = items
-
-    def __iter__(self):
-        return iter(self.items)
-
-
-def _data(n=32, seed=0, poison=()):
-    g = torch.Generator().manual_seed(seed)
-    data = [{"pixel_values": torch.randn(3, 32, 32, generator=g)} for _ in range(n)]
-    for i in poison:
-        data[i]["pixel_values"] = torch.full((3, 32, 32), float("nan"))
-    return data
-
-
 def test_ema_once_per_optimizer_step_with_gradient_accumulation(tmp_path, tiny_config):
-    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=3, gradient_accumulation_steps=2)
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=tiny_data(), max_steps=3, gradient_accumulation_steps=2)
     model = trainer.model
     calls, forwards = [], []
     original = model.update_target_encoder
@@ -134,7 +91,7 @@ def test_ema_once_per_optimizer_step_with_gradient_accumulation(tmp_path, tiny_c
 
 
 def test_logged_schedules_match_formulas(tmp_path, tiny_config):
-    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=4, weight_decay_schedule="linear")
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=tiny_data(), max_steps=4, weight_decay_schedule="linear")
     trainer.train()
     logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
     assert [h["step"] for h in logs] == [1, 2, 3, 4]
@@ -152,7 +109,7 @@ def test_logged_schedules_match_formulas(tmp_path, tiny_config):
 
 def test_nonfinite_loss_skips_update_and_ema(tmp_path, tiny_config):
     # batch 2 (step 3) holds a NaN image: its loss is NaN and that step must change nothing
-    trainer = _trainer(tmp_path, tiny_config, _Ordered(_data(poison=[9])), max_steps=4)
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=OrderedStream(tiny_data(poison=[9])), max_steps=4)
     model = trainer.model
     snapshots = []
 
@@ -171,7 +128,7 @@ def test_nonfinite_loss_skips_update_and_ema(tmp_path, tiny_config):
 
 
 def test_consecutive_nonfinite_losses_stop_training(tmp_path, tiny_config):
-    trainer = _trainer(tmp_path, tiny_config, _data(poison=range(32)), max_steps=10, max_consecutive_nonfinite=3)
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=tiny_data(poison=range(32)), max_steps=10, max_consecutive_nonfinite=3)
     with pytest.raises(FloatingPointError, match="3 consecutive non-finite losses"):
         trainer.train()
     assert trainer.state.global_step == 3
@@ -181,18 +138,12 @@ def test_consecutive_nonfinite_losses_stop_training(tmp_path, tiny_config):
 # ----------------------------------------------------------------------------- resume
 
 
-def _run(args, timeout=400):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, HELPER, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_in_a_new_process_is_exact(tmp_path, workers):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([full, 6, "--save-steps", 3, "--workers", workers])
+    run_train_tiny([full, 6, "--save-steps", 3, "--workers", workers])
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
-    _run([resumed, 6, "--resume", resumed / "checkpoint-3", "--workers", workers])
+    run_train_tiny([resumed, 6, "--resume", resumed / "checkpoint-3", "--workers", workers])
     a = json.loads((full / "run.json").read_text())
     b = json.loads((resumed / "run.json").read_text())
     assert [h["step"] for h in b["logs"]] == [1, 2, 3, 4, 5, 6]  # steps 1-3 come from the checkpoint's state
@@ -207,7 +158,7 @@ def test_resume_in_a_new_process_is_exact(tmp_path, workers):
 
 def test_corrupt_checkpoints_are_reported_and_latest_skips_them(tmp_path):
     out = tmp_path / "run"
-    _run([out, 4, "--save-steps", 2])
+    run_train_tiny([out, 4, "--save-steps", 2])
     good, bad = out / "checkpoint-2", out / "checkpoint-4"
     validate_checkpoint(str(good))
     weights = bad / "model.safetensors"
@@ -227,7 +178,7 @@ def test_corrupt_checkpoints_are_reported_and_latest_skips_them(tmp_path):
 def test_resume_refuses_a_corrupt_checkpoint(tmp_path, tiny_config):
     folder = tmp_path / "checkpoint-7"
     folder.mkdir()
-    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=2)
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=tiny_data(), max_steps=2)
     with pytest.raises(CorruptCheckpointError, match="no \\*.safetensors weights"):
         trainer.train(resume_from_checkpoint=str(folder))
     with pytest.raises(CorruptCheckpointError, match="no valid checkpoint to resume from"):
@@ -237,7 +188,7 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path, tiny_config):
 def test_trainer_model_card_is_the_cjepa_card(tmp_path, tiny_config):
     from huggingface_hub import ModelCard
 
-    trainer = _trainer(tmp_path, tiny_config, _data(), max_steps=2)
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=tiny_data(), max_steps=2)
     trainer.train()
     trainer.create_model_card(dataset="fashion_mnist")  # what Trainer.push_to_hub writes before uploading
     card = ModelCard.load(tmp_path / "README.md")
@@ -251,7 +202,7 @@ def test_a_stream_that_cannot_seek_is_replayed_by_trainer(tmp_path, tiny_config,
     and resuming falls back to Trainer's replay, which is exact inside the first epoch."""
 
     def run(out, resume=None):
-        trainer = _trainer(out, tiny_config, _Ordered(_data()), max_steps=4, save_strategy="steps", save_steps=2)
+        trainer = tiny_trainer(out, config=tiny_config, data=OrderedStream(tiny_data()), max_steps=4, save_strategy="steps", save_steps=2)
         trainer.train(resume_from_checkpoint=resume)
         return [h for h in trainer.state.log_history if "jepa_loss" in h]
 
@@ -261,7 +212,7 @@ def test_a_stream_that_cannot_seek_is_replayed_by_trainer(tmp_path, tiny_config,
     shutil.copytree(tmp_path / "full" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
     with caplog.at_level(logging.WARNING, logger="cjepa_hf.trainer"):
         resumed = run(tmp_path / "resumed", str(tmp_path / "resumed" / "checkpoint-2"))
-    assert "_Ordered has no resume_at(epoch, records) to seek with" in caplog.text
+    assert "OrderedStream has no resume_at(epoch, records) to seek with" in caplog.text
     assert [h["step"] for h in resumed] == [1, 2, 3, 4]  # steps 1-2 come from the checkpoint's state
     for x, y in zip(full[2:], resumed[2:]):
         assert abs(x["jepa_loss"] - y["jepa_loss"]) <= 1e-6, (x["step"], x["jepa_loss"], y["jepa_loss"])
@@ -269,7 +220,7 @@ def test_a_stream_that_cannot_seek_is_replayed_by_trainer(tmp_path, tiny_config,
 
 def test_encoder_regulariser_terms_are_logged(tmp_path):
     config = CJEPAConfig(**{**TINY, "encoder_vicreg_weight": 0.1})
-    trainer = _trainer(tmp_path, config, _data(), max_steps=2)
+    trainer = tiny_trainer(tmp_path, config=config, data=tiny_data(), max_steps=2)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
     assert len(logs) == 2
@@ -286,12 +237,12 @@ def test_a_dataset_smaller_than_one_batch_fails_before_any_work(tmp_path, tiny_c
     """Trainer alone ends after 0 steps (exit status 0) when a finite dataset has fewer examples than
     one global batch; the trainer refuses it before building a dataloader or taking a step."""
 
-    class SizedStream(_Ordered):
+    class SizedStream(OrderedStream):
         def __len__(self):
             return len(self.items)
 
-    data = SizedStream(_data(n=3)) if stream else _data(n=3)
-    trainer = _trainer(tmp_path, tiny_config, data, max_steps=2)
+    data = SizedStream(tiny_data(n=3)) if stream else tiny_data(n=3)
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=data, max_steps=2)
     forwards = []
     original = trainer.model.forward
     trainer.model.forward = lambda *a, **k: (forwards.append(1), original(*a, **k))[1]
@@ -300,7 +251,7 @@ def test_a_dataset_smaller_than_one_batch_fails_before_any_work(tmp_path, tiny_c
     assert "per_device_train_batch_size=4 x 1 process(es) = 4" in str(raised.value)
     assert forwards == [] and trainer.state.global_step == 0
     assert not os.listdir(tmp_path) or not any(name.startswith("checkpoint") for name in os.listdir(tmp_path))
-    _trainer(tmp_path / "ok", tiny_config, _data(n=4), max_steps=1).train()  # exactly one batch trains
+    tiny_trainer(tmp_path / "ok", config=tiny_config, data=tiny_data(n=4), max_steps=1).train()  # exactly one batch trains
 
 
 def test_ddp_does_not_search_for_unused_parameters_by_default(tmp_path):
