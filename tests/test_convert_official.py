@@ -168,8 +168,8 @@ VIT_G16 = Layout(width=1408, depth=40, heads=16, patch=16, image=224, mlp=6144, 
 OFFICIAL = {
     "IN1K-vit.h.14-300e.pth.tar": (VIT_H14, 256, "vit-h14", "ijepa-vith14"),  # (224/14)^2
     "IN22K-vit.h.14-900e.pth.tar": (VIT_H14, 256, "vit-h14", "ijepa-vith14"),
-    "IN1K-vit.h.16-448px-300e.pth.tar": (VIT_H16_448, 784, "vit-h16", "ijepa"),  # (448/16)^2; no card variant of its own
-    "IN22K-vit.g.16-600e.pth.tar": (VIT_G16, 196, "vit-g16", "ijepa"),  # (224/16)^2
+    "IN1K-vit.h.16-448px-300e.pth.tar": (VIT_H16_448, 784, "vit-h16", "ijepa-vith16"),  # (448/16)^2
+    "IN22K-vit.g.16-600e.pth.tar": (VIT_G16, 196, "vit-g16", "ijepa-vitg16"),  # (224/16)^2
 }
 
 

@@ -11,6 +11,8 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
+from cjepa_hf import CJEPAConfig
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "pretrain.py")
 TINY_MODEL = json.dumps(
@@ -270,6 +272,23 @@ def test_recipes_and_flags_compose():
     model, *_ = _parse(["--config_overrides", "vicreg_weight=0"])
     merged = json.loads(model.config_overrides)
     assert merged["vicreg_weight"] == 0 and merged["image_size"] == 32  # the quick start's model is kept
+
+
+IMAGENET_RECIPES = sorted(f for f in os.listdir(os.path.join(ROOT, "recipes")) if "-in1k-" in f)
+
+
+@pytest.mark.parametrize("name", IMAGENET_RECIPES)
+def test_every_imagenet_recipe_parses_builds_its_preset_and_keeps_the_global_batch(name):
+    """Each ImageNet recipe parses, names a preset that builds, and gives the papers' global
+    batch of 2048 on the 8 GPUs its per-device settings assume (recipes/README.md)."""
+    model, data, _, training = _parse([os.path.join(ROOT, "recipes", name)])
+    assert data.dataset == "ILSVRC/imagenet-1k" and training.bf16
+    config = CJEPAConfig.from_preset(model.preset)
+    assert name.startswith(model.preset)  # vit-b16-in1k-... uses vit-b16
+    assert training.per_device_train_batch_size * training.gradient_accumulation_steps * 8 == 2048
+    epochs = int(name.split("-")[-1].removesuffix("ep.json"))
+    assert training.max_steps == epochs * 625  # 1,281,167 images / 2048 per step, rounded down
+    assert 0 < training.warmup_steps < training.max_steps and config.image_size % config.patch_size == 0
 
 
 @pytest.mark.parametrize(
