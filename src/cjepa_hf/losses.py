@@ -214,7 +214,7 @@ def variance_covariance_loss(
     if gather_distributed and _world_size() > 1:
         from torch.distributed.nn.functional import all_reduce
 
-        n = dist_sum(torch.tensor(n, device=x.device))
+        n = dist_sum(torch.full((), n, dtype=torch.long, device=x.device))  # a fill: no host-to-device copy
         total, outer = all_reduce(total), all_reduce(outer)
     elif n < 2:
         raise ValueError(f"variance_covariance_loss needs at least 2 rows, got x of shape {tuple(x.shape)}")

@@ -131,7 +131,8 @@ class DataPosition:
         "data_worker"; without one, round-robin order is assumed). No host sync."""
         records = self.epoch_records
         if worker is None:
-            worker = torch.tensor(self.epoch_batches % records.numel())
+            # a fill on the device, not a host tensor copied over (a sync on an accelerator)
+            worker = torch.full((1,), self.epoch_batches % records.numel(), dtype=torch.long, device=records.device)
         count = torch.full((1,), batch_size, dtype=torch.long, device=records.device)
         if skipped is not None:
             count += skipped.to(records.device)
