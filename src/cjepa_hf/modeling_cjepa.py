@@ -237,15 +237,15 @@ class CJEPABatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, gather_distributed: bool = False) -> torch.Tensor:
         if not (self.training and gather_distributed):
             return super().forward(x)
-        full = gather_with_grad(x)
+        full = at_least_fp32(gather_with_grad(x))  # bf16 activations (FSDP mixed precision): fp32 statistics
         mean = full.mean(dim=0)
         var = full.var(dim=0, unbiased=False)
         with torch.no_grad():
             n = full.shape[0]
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_((var.detach() * n / max(n - 1, 1)).to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked.add_(1)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return ((x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias).to(x.dtype)
 
 
 class CJEPAProjector(nn.Module):
@@ -340,11 +340,11 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         """target = momentum * target + (1 - momentum) * context, fused over all parameters.
 
         `momentum` may be a 0-dim tensor on the parameters' device (the trainer passes 1.0 to
-        skip a step after a non-finite loss without a host sync)."""
+        skip a step after a non-finite loss without a host sync). Under FSDP2 (`fully_shard`)
+        the lerp runs on the local shards of both encoders, which must be sharded alike: no gather."""
         if not isinstance(momentum, torch.Tensor) and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
-        target = list(self.target_encoder.parameters())
-        context = list(self.context_encoder.parameters())
+        target, context = _local_pairs(self.target_encoder, self.context_encoder)
         torch._foreach_lerp_(target, context, 1.0 - momentum)
 
     def forward(
@@ -431,6 +431,32 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         if config.encoder_vicreg_features in ("tokens", "both"):
             parts.append(variance_covariance_loss(context.flatten(0, 1), **coeffs))
         return {key: sum(part[key] for part in parts) for key in parts[0]}
+
+
+def _local_pairs(target: nn.Module, context: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The parameters of two identically built modules, paired in order; under FSDP2 their local
+    shards, after putting every FSDP unit back in its sharded state (a forward-only unit of the
+    target encoder can stay unsharded after its forward, and its unsharded copy is discarded at
+    the next reshard). Raises ValueError when twins are not sharded alike."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch without FSDP2: plain tensors only
+        return list(target.parameters()), list(context.parameters())
+    for module in (*target.modules(), *context.modules()):
+        if isinstance(module, FSDPModule):
+            module.reshard()
+    targets, contexts = [], []
+    for (name, t), c in zip(target.named_parameters(), context.parameters()):
+        if isinstance(t, DTensor) or isinstance(c, DTensor):
+            alike = isinstance(t, DTensor) and isinstance(c, DTensor) and (t.device_mesh, t.placements) == (c.device_mesh, c.placements)
+            if not alike:
+                where = [(x.device_mesh, x.placements) if isinstance(x, DTensor) else "not sharded" for x in (t, c)]
+                raise ValueError(f"{name} of the target and the context encoder are not sharded alike ({where[0]} vs {where[1]})")
+            t, c = t.to_local(), c.to_local()
+        targets.append(t)
+        contexts.append(c)
+    return targets, contexts
 
 
 # ============================================================================ classification

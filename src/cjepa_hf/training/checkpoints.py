@@ -4,7 +4,10 @@
 complete; old checkpoints are rotated (`rotate_checkpoints`) only after it, so a kill never
 leaves nothing to resume. `validate_checkpoint` checks every file a resume reads (sizes,
 archives, JSON shapes, finite weights read with `safetensors.safe_open`);
-`latest_valid_checkpoint` skips the ones that fail. A full disk during a save becomes a
+`latest_valid_checkpoint` skips the ones that fail. FSDP checkpoints hold shards instead of
+model.safetensors and optimizer.pt (`pytorch_model_fsdp_0/`, `optimizer_0/`, written by
+torch.distributed.checkpoint): their byte ranges are checked against their metadata and the
+weights read back whole and required finite. A full disk during a save becomes a
 `DiskFullError` (an OSError, errno ENOSPC) naming the checkpoint (`as_disk_full`).
 """
 
@@ -29,6 +32,7 @@ from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..online_eval import PROBE_OPTIMIZER, PROBE_WEIGHTS
+from .fsdp import MODEL_DIR, OPTIMIZER_DIR, read_sharded_model
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +85,38 @@ def _check_safetensors(path: str) -> None:
                     raise CorruptCheckpointError(f"{path}: tensor {key} holds non-finite values ({bad} of {tensor.numel()} are NaN or inf)")
     except SafetensorError as error:
         raise CorruptCheckpointError(f"{path} cannot be read: {error}") from None
+
+
+def _check_shards(path: str, weights: bool) -> None:
+    """A torch.distributed.checkpoint folder (FSDP shards): its .metadata readable, every byte
+    range it names inside a file that long; with `weights`, every tensor read and required finite."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not os.path.isfile(os.path.join(path, ".metadata")):
+        raise CorruptCheckpointError(f"{path} lacks .metadata (its sharded save did not complete)")
+    try:
+        metadata = FileSystemReader(path).read_metadata()
+    except Exception as error:  # any unpickling failure: the file is unusable
+        raise CorruptCheckpointError(f"{path}/.metadata cannot be read: {error}") from None
+    ends: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        ends[info.relative_path] = max(ends.get(info.relative_path, 0), info.offset + info.length)
+    for name, end in sorted(ends.items()):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise CorruptCheckpointError(f"{path} lacks the shard file {name}")
+        if os.path.getsize(file) < end:
+            raise CorruptCheckpointError(f"{file} is truncated: expected at least {end} bytes, found {os.path.getsize(file)}")
+    if not weights:
+        return
+    try:
+        state = read_sharded_model(path)
+    except Exception as error:  # a shard that does not decode
+        raise CorruptCheckpointError(f"{path} cannot be read: {error}") from None
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CorruptCheckpointError(f"{path}: tensor {key} holds non-finite values ({bad} of {tensor.numel()} are NaN or inf)")
 
 
 def _read_json_object(path: str) -> dict[str, Any]:
@@ -184,12 +220,16 @@ def validate_checkpoint(folder: str) -> None:
     checked against their header, every tensor read and required finite), optimizer,
     scheduler and RNG states (zip archives checked for integrity; RNG states loaded),
     trainer_state.json, config.json and cjepa_state.json (JSON of the expected shape), and
-    the online probe's files when present."""
+    the online probe's files when present. An FSDP checkpoint's model and optimizer shards
+    (`pytorch_model_fsdp_0/`, `optimizer_0/`) stand for model.safetensors and optimizer.pt."""
     if not os.path.isdir(folder):
         raise CorruptCheckpointError(f"checkpoint {folder!r} does not exist")
+    sharded = os.path.isdir(os.path.join(folder, MODEL_DIR))
     weights = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors") and f != PROBE_WEIGHTS)
-    if not weights:
-        raise CorruptCheckpointError(f"checkpoint {folder!r} has no *.safetensors weights")
+    if not weights and not sharded:
+        raise CorruptCheckpointError(f"checkpoint {folder!r} has no *.safetensors weights (nor FSDP shards in {MODEL_DIR}/)")
+    if sharded and not os.path.isdir(os.path.join(folder, OPTIMIZER_DIR)):
+        raise CorruptCheckpointError(f"checkpoint {folder!r} has FSDP model shards but lacks {OPTIMIZER_DIR}/ (the optimizer's)")
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.exists(index):
         weight_map = _read_json_object(index).get("weight_map")
@@ -198,7 +238,8 @@ def validate_checkpoint(folder: str) -> None:
         missing = sorted(set(weight_map.values()) - set(weights))
         if missing:
             raise CorruptCheckpointError(f"checkpoint {folder!r} lacks weight shards {missing}")
-    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "config.json", "cjepa_state.json"):
+    required = ("scheduler.pt", "trainer_state.json", "config.json", "cjepa_state.json")
+    for name in required if sharded else ("optimizer.pt", *required):
         if not os.path.exists(os.path.join(folder, name)):
             raise CorruptCheckpointError(f"checkpoint {folder!r} lacks {name}")
     # The cheap checks first: a folder that fails them is not worth reading the weights of.
@@ -206,7 +247,7 @@ def validate_checkpoint(folder: str) -> None:
     _read_json_object(os.path.join(folder, "config.json"))
     _check_cjepa_state(os.path.join(folder, "cjepa_state.json"))
     rng_states = sorted(f for f in os.listdir(folder) if _RNG_STATE.match(f))
-    archives = ["optimizer.pt", "scheduler.pt", *rng_states]
+    archives = ["scheduler.pt", *rng_states] if sharded else ["optimizer.pt", "scheduler.pt", *rng_states]
     if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):
         archives.append(PROBE_OPTIMIZER)
     for name in archives:
@@ -220,6 +261,9 @@ def validate_checkpoint(folder: str) -> None:
             raise CorruptCheckpointError(f"{path} has a corrupt member {bad!r}")
     for name in rng_states:
         _check_rng_state(os.path.join(folder, name))
+    if sharded:
+        _check_shards(os.path.join(folder, OPTIMIZER_DIR), weights=False)
+        _check_shards(os.path.join(folder, MODEL_DIR), weights=True)
     for name in weights:
         _check_safetensors(os.path.join(folder, name))
     if os.path.exists(os.path.join(folder, PROBE_WEIGHTS)):

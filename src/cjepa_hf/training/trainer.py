@@ -18,6 +18,10 @@ without a host sync; it is counted (`nonfinite_steps`) and its window logs `loss
 `torch_compile=True` compiles the model in place and marks each batch's mask sizes dynamic
 (`cjepa_hf.training.compile`): one compile for all mask sizes.
 
+FSDP2 (`--fsdp` or an accelerate FSDP config): `cjepa_hf.training.fsdp` checks and completes
+Accelerate's plugin (per-block sharding, sharded checkpoints, bf16 parameters with fp32
+gradient reduction); the k-NN monitor and `save_model` outside checkpoints gather full weights.
+
 Checkpoints (`cjepa_hf.training.checkpoints`): `cjepa_state.json` is written last and marks a
 checkpoint complete; rotation runs after it; resumes are validated first.
 """
@@ -54,6 +58,7 @@ from .checkpoints import (
 )
 from .compile import compile_model, mark_dynamic_masks
 from .data_hooks import SeekableStream, is_stream, start_epoch
+from .fsdp import gather_target_encoder, prepare_fsdp
 from .multinode import (
     check_storage,
     print_logs_on_global_rank,
@@ -115,6 +120,11 @@ class CJEPATrainer(Trainer):
             self.args.torch_compile_backend, self.args.torch_compile_mode = backend, mode
         args["dynamo_plugin"] = TorchDynamoPlugin(backend="no")
         return args
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if prepare_fsdp(self.accelerator, self.args) is not None:
+            self.is_fsdp_enabled = True  # also on the CPU, where Accelerate alone would fall back to DDP
 
     def _build_online_probe(self) -> OnlineLinearProbe | None:
         """The online probe, when asked for and the data has labels (or the classes are given)."""
@@ -383,7 +393,10 @@ class CJEPATrainer(Trainer):
         if not isinstance(monitor, KNNMonitorSet):
             raise TypeError(f"CJEPATrainer evaluates with a cjepa_hf.online_eval.KNNMonitorSet, got {type(monitor).__name__}")
         start = time.time()
-        encoder = self.accelerator.unwrap_model(self.model).target_encoder
+        model = self.accelerator.unwrap_model(self.model)
+        # FSDP: a full copy (every process encodes its share and may run fewer batches than another,
+        # which the sharded encoder's all-gathers would not survive)
+        encoder = gather_target_encoder(model) if self.is_fsdp_enabled else model.target_encoder
         device = self.args.device
         positions, features, labels = [], [], []
         with torch.no_grad():
@@ -471,7 +484,8 @@ class CJEPATrainer(Trainer):
         consecutive = int(self.step_state.consecutive_nonfinite.item())
         if consecutive >= self.args.max_consecutive_nonfinite:
             model = self.accelerator.unwrap_model(self.model)
-            finite = all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+            local = [getattr(t, "_local_tensor", t) for t in model.state_dict().values()]  # FSDP: this process's shards
+            finite = all(bool(torch.isfinite(t).all()) for t in local if t.is_floating_point())
             where = (
                 "their updates were skipped and no NaN weights were written"
                 if finite
@@ -559,10 +573,25 @@ class CJEPATrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Trainer's save plus a readable `training_args.json` (Trainer's `training_args.bin` is a
-        pickle; release export and model cards read the JSON instead). Checkpoints come here too."""
+        pickle; release export and model cards read the JSON instead). Checkpoints come here too.
+
+        FSDP: a checkpoint's weights are the shards Trainer writes beside it (its own
+        config.json and preprocessor_config.json are written here); any other save gathers the
+        full model (every process takes part) into an ordinary model.safetensors."""
         folder = output_dir if output_dir is not None else self.args.output_dir
         with disk_full_reported(folder):
-            super().save_model(output_dir, _internal_call)
+            if self.is_fsdp_enabled and _internal_call:
+                if self.args.should_save:
+                    os.makedirs(folder, exist_ok=True)
+                    self.accelerator.unwrap_model(self.model).config.save_pretrained(folder)
+                    if self.processing_class is not None:
+                        self.processing_class.save_pretrained(folder)
+            elif self.is_fsdp_enabled:
+                self._save(folder, state_dict=self.accelerator.get_state_dict(self.model))
+                if self.args.push_to_hub:  # as Trainer's save_model does for a save the user asks for
+                    self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+            else:
+                super().save_model(output_dir, _internal_call)
             save_weights_on_this_node(self.accelerator.unwrap_model(self.model), folder, self.args)
             if self.args.should_save:
                 with open(os.path.join(folder, "training_args.json"), "w") as f:
