@@ -6,6 +6,7 @@
     accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-600ep.json   # a recipe file (JSON or YAML)
     accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-100ep.json --max_steps 1000 --output_dir Y
     accelerate launch scripts/pretrain.py recipes/small-data-fashion-mnist.json --config_overrides vicreg_weight=0
+    accelerate launch --config_file recipes/accelerate-fsdp.yaml scripts/pretrain.py recipes/vit-l16-in1k-600ep.json  # FSDP2
 
 Arguments compose: the base is the recipe file given first (default: the quick start), and
 every flag on the command line replaces that field of the recipe; `--config_overrides`
@@ -40,6 +41,7 @@ from cjepa_hf.modeling_cjepa import build_image_processor
 from cjepa_hf.online_eval import KNNMonitorSet
 from cjepa_hf.plotting import CurvesCallback, plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
+from cjepa_hf.training.fsdp import gather_target_encoder
 
 logger = logging.getLogger("cjepa_hf.pretrain")
 RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
@@ -217,16 +219,18 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     wall = time.time() - start
-    trainer.save_model()  # the full CJEPAForPreTraining, to continue training
+    trainer.save_model()  # the full CJEPAForPreTraining, to continue training (FSDP: gathered)
     trainer.save_state()  # trainer_state.json: the whole log history beside the model
     summary = {"wall_time_s": wall, "global_step": trainer.state.global_step, **result.metrics}
+    # FSDP: rank 0 judges a full copy of the sharded target encoder (every rank takes part in the gather)
+    encoder = gather_target_encoder(model) if trainer.is_fsdp_enabled and eval_args.final_eval_dataset else model.target_encoder
     if trainer.is_world_process_zero():
         out = training_args.output_dir
         if eval_args.final_eval_dataset:
             from cjepa_hf.judge import judge_encoder, judgement_table
 
             judgement = judge_encoder(
-                model.target_encoder,
+                encoder,
                 initial_encoder,
                 dataset=eval_args.final_eval_dataset,
                 image_size=config.image_size,
