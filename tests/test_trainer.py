@@ -125,6 +125,10 @@ def test_nonfinite_loss_skips_update_and_ema(tmp_path, tiny_config):
     assert any(not torch.equal(snapshots[2][n], snapshots[3][n]) for n in snapshots[2])  # step 4 trained
     logs = [h for h in trainer.state.log_history if "nonfinite_steps" in h]
     assert [h["nonfinite_steps"] for h in logs] == [0, 0, 1, 1]
+    # the skipped step's window logs NaN; the next window is finite again (Trainer's loss sum was
+    # not poisoned, with its per-step isnan check off: no host sync)
+    assert not trainer.args.logging_nan_inf_filter
+    assert [math.isnan(h["loss"]) for h in logs] == [False, False, True, False]
 
 
 def test_consecutive_nonfinite_losses_stop_training(tmp_path, tiny_config):

@@ -345,7 +345,11 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         if not isinstance(momentum, torch.Tensor) and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
         target, context = _local_pairs(self.target_encoder, self.context_encoder)
-        torch._foreach_lerp_(target, context, 1.0 - momentum)
+        weight = 1.0 - momentum
+        if isinstance(weight, torch.Tensor):  # the tensor-list overload: the scalar one would read it on the host
+            torch._foreach_lerp_(target, context, [weight] * len(target))
+        else:
+            torch._foreach_lerp_(target, context, weight)
 
     def forward(
         self,

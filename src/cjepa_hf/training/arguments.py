@@ -55,6 +55,13 @@ class CJEPATrainingArguments(TrainingArguments):
         default="cosine", metadata={"help": "cosine only: linear warmup from warmup_start_lr, then cosine to final_lr."}
     )
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per forward of the k-NN monitor."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "transformers' per-step isnan check of the loss (a host sync at every step): off; a log window "
+            "with a skipped non-finite step logs loss NaN instead."
+        },
+    )
     log_on_each_node: bool = field(
         default=False,
         metadata={
@@ -71,6 +78,10 @@ class CJEPATrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # Accelerate's DataLoader for map-style data copies each batch to the device with a
+        # blocking copy (a host sync per tensor) unless non_blocking is set: on by default here.
+        if self.accelerator_config is None:
+            self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
         if self.weight_decay_schedule not in WEIGHT_DECAY_SCHEDULES:
             raise ValueError(f"weight_decay_schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got {self.weight_decay_schedule!r}")

@@ -37,7 +37,7 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from accelerate.utils import TorchDynamoPlugin
+from accelerate.utils import TorchDynamoPlugin, send_to_device
 from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_callback import TrainerState
@@ -343,6 +343,21 @@ class CJEPATrainer(Trainer):
             self.args.ignore_data_skip = False
 
     # ---------------------------------------------------------------- the loss
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The batch on the device without a host sync: Trainer's blocking `.to(device)` waits for
+        every copy; from the DataLoader's pinned memory the copies can run behind the step."""
+        if not inputs:
+            return super()._prepare_inputs(inputs)  # Trainer's error for an empty batch
+        return send_to_device(inputs, self.args.device, non_blocking=True)
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """Trainer's step; the loss it adds to its log window is 0 for a non-finite step (which
+        was skipped), so that the window's sum stays finite for the next windows without
+        Trainer's per-step `isnan` check (a host sync; `logging_nan_inf_filter` is off by
+        default). `log` marks a window with a skipped step: its loss is NaN."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        return torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         skipped = inputs.pop("num_skipped", None)
