@@ -2,10 +2,9 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers.launch import launch_on_cpu
 
 HERE = os.path.dirname(__file__)
 
@@ -13,29 +12,9 @@ HERE = os.path.dirname(__file__)
 @pytest.fixture(scope="module")
 def ddp_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    cmd = [
-        accelerate,
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
-        os.path.join(HERE, "helpers", "ddp_check.py"),
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    output = launch_on_cpu(os.path.join(HERE, "helpers", "ddp_check.py"), str(out))
     result = json.loads((out / "result.json").read_text())
-    result["output"] = proc.stdout + proc.stderr
+    result["output"] = output
     return result
 
 

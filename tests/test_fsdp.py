@@ -13,6 +13,7 @@ import types
 
 import pytest
 import torch
+from helpers.cli import SCRIPT, pretrain_args
 from helpers.launch import ROOT, launch_on_cpu
 from safetensors.torch import load_file
 
@@ -220,24 +221,12 @@ def test_unsupported_fsdp_settings_are_refused(plugin, kw, message):
 def test_pretrain_script_with_the_fsdp_accelerate_config(tmp_path):
     from transformers import AutoModel
 
-    tiny = dict(
-        image_size=32,
-        patch_size=4,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        predictor_hidden_size=32,
-        predictor_num_hidden_layers=2,
-        projector_dims=[64, 64],
-        min_keep=4,
-    )
     out = tmp_path / "run"
-    flags = ["--dataset", "fashion_mnist", "--config_overrides", json.dumps(tiny), "--output_dir", str(out), "--max_steps", "4"]
-    flags += ["--save_steps", "2", "--per_device_train_batch_size", "16", "--logging_steps", "1", "--warmup_steps", "1"]
-    flags += ["--dataloader_num_workers", "0", "--shuffle_buffer", "64", "--report_to", "none", "--disable_tqdm", "true"]
-    flags += ["--eval_strategy", "no", "--eval_on_start", "false", "--eval_dataset", "", "--final_eval_dataset", ""]
+    flags = pretrain_args(
+        out, 4, "--save_steps", "2", "--per_device_train_batch_size", "16", "--warmup_steps", "1", "--shuffle_buffer", "64"
+    )
     config = os.path.join(ROOT, "recipes", "accelerate-fsdp.yaml")
-    launch_on_cpu(os.path.join(ROOT, "scripts", "pretrain.py"), *flags, config_file=config, timeout=900)
+    launch_on_cpu(SCRIPT, *flags, config_file=config, timeout=900)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "jepa_loss" in h] == [1, 2, 3, 4]
     for step in (2, 4):  # sharded checkpoints, valid

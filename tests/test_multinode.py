@@ -19,10 +19,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers.cli import SCRIPT, pretrain_args, step_logs
 from helpers.multinode import ROOT, accelerate_node, free_port, run_together, torchrun_node, torchrun_standalone
 from PIL import Image
 from safetensors.torch import load_file
-from test_pretrain import SCRIPT, _args, _logs
 
 from cjepa_hf.training.multinode import storage_problem
 
@@ -36,7 +36,7 @@ def _env():
 
 def _script_args(images, output_dir, *extra):
     return [
-        *_args(output_dir, STEPS, "--save_steps", str(SAVE), "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
+        *pretrain_args(output_dir, STEPS, "--save_steps", str(SAVE), "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
         "--dataset",
         str(images),
         *extra,
@@ -89,7 +89,7 @@ def _assert_same_logs(a, b, steps):
 
 def test_two_nodes_train_like_one_node_of_two_processes(runs):
     node_dir = _rank0_dir(runs["nodes"])
-    _assert_same_logs(_logs(runs["one"]), _logs(node_dir), range(1, STEPS + 1))
+    _assert_same_logs(step_logs(runs["one"]), step_logs(node_dir), range(1, STEPS + 1))
     # the stream position of every global rank, in the checkpoint of either layout
     state_one = json.loads((runs["one"] / f"checkpoint-{SAVE}" / "cjepa_state.json").read_text())
     assert state_one["data"] == {"epoch": 1, "batches": 1, "world_size": 2, "num_workers": 1, "records": [[8], [8]]}
@@ -118,11 +118,11 @@ def test_each_node_keeps_a_complete_checkpoint_when_nodes_share_no_disk(runs):
 
 def test_resume_across_two_nodes_is_exact(runs):
     node_dir = _rank0_dir(runs["nodes"])
-    resumed = _logs(runs["resumed"])
+    resumed = step_logs(runs["resumed"])
     assert [h["step"] for h in resumed] == list(range(1, STEPS + 1))  # the first 4 come from the checkpoint
     # this launch trained steps 5 and 6 only (a run from scratch would print all 6, with the same numbers)
     assert sorted(f.stdout.count("{'loss': ") for f in runs["resumed_outputs"]) == [0, STEPS - SAVE]
-    _assert_same_logs(_logs(node_dir)[SAVE:], resumed[SAVE:], range(SAVE + 1, STEPS + 1))
+    _assert_same_logs(step_logs(node_dir)[SAVE:], resumed[SAVE:], range(SAVE + 1, STEPS + 1))
     w_full, w_resumed = load_file(node_dir / "model.safetensors"), load_file(runs["resumed"] / "model.safetensors")
     assert w_full.keys() == w_resumed.keys() and all(torch.equal(w_full[k], w_resumed[k]) for k in w_full)
 

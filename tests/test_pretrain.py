@@ -8,72 +8,18 @@ import sys
 
 import pytest
 import torch
+from helpers.cli import SCRIPT, pretrain_args, step_logs
+from helpers.launch import launch_on_cpu
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from cjepa_hf import CJEPAConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "pretrain.py")
-TINY_MODEL = json.dumps(
-    dict(
-        image_size=32,
-        patch_size=4,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        predictor_hidden_size=32,
-        predictor_num_hidden_layers=2,
-        projector_dims=[64, 64],
-        min_keep=4,
-        # the paper's objective, whatever the quick start's recipe (the base these flags go over) says
-        vicreg_weight=0.001,
-        encoder_vicreg_weight=0.0,
-    )
-)
-
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
     reason="needs the Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist; `make test` does it)",
 )
-
-
-def _args(output_dir, max_steps, *extra):
-    return [
-        "--dataset",
-        "fashion_mnist",
-        "--config_overrides",
-        TINY_MODEL,
-        "--output_dir",
-        str(output_dir),
-        "--max_steps",
-        str(max_steps),
-        "--per_device_train_batch_size",
-        "32",
-        "--logging_steps",
-        "1",
-        "--warmup_steps",
-        "3",
-        "--dataloader_num_workers",
-        "0",
-        "--shuffle_buffer",
-        "256",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-        "--seed",
-        "0",
-        "--eval_strategy",
-        "no",
-        "--eval_on_start",
-        "false",
-        "--eval_dataset",
-        "",
-        "--final_eval_dataset",
-        "",
-        *extra,
-    ]
 
 
 def _run(cmd, timeout=600):
@@ -81,11 +27,6 @@ def _run(cmd, timeout=600):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
-
-
-def _logs(output_dir):
-    with open(os.path.join(output_dir, "trainer_state.json")) as f:
-        return [h for h in json.load(f)["log_history"] if "jepa_loss" in h]
 
 
 def test_pretrain_script_end_to_end(tmp_path):
@@ -98,7 +39,7 @@ def test_pretrain_script_end_to_end(tmp_path):
         [
             sys.executable,
             SCRIPT,
-            *_args(
+            *pretrain_args(
                 out,
                 40,
                 "--save_steps",
@@ -139,7 +80,7 @@ def test_pretrain_script_end_to_end(tmp_path):
         assert 0.1 < evaluation[name]["knn_top1"] <= 1.0 and 0.1 < evaluation[name]["linear_top1"] <= 1.0
     assert evaluation["raw_pixels"]["dims"] == 3 * 32 * 32 and evaluation["trained"]["dims"] == 32
     assert evaluation["protocol"]["test_samples"] == 200 and evaluation["protocol"]["test_split"] == "test"
-    logs = _logs(out)
+    logs = step_logs(out)
     first = sum(h["jepa_loss"] for h in logs[:5]) / 5
     last = sum(h["jepa_loss"] for h in logs[-5:]) / 5
     assert last < 0.7 * first, (first, last)  # the tiny model learns on real data
@@ -168,10 +109,10 @@ def test_pretrain_script_end_to_end(tmp_path):
 
 def test_streaming_resume_is_exact(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([sys.executable, SCRIPT, *_args(full, 12, "--save_steps", "6")])
+    _run([sys.executable, SCRIPT, *pretrain_args(full, 12, "--save_steps", "6")])
     shutil.copytree(full / "checkpoint-6", resumed / "checkpoint-6")
-    _run([sys.executable, SCRIPT, *_args(resumed, 12, "--save_steps", "6", "--resume_from_checkpoint", "latest")])
-    a, b = _logs(full), _logs(resumed)
+    _run([sys.executable, SCRIPT, *pretrain_args(resumed, 12, "--save_steps", "6", "--resume_from_checkpoint", "latest")])
+    a, b = step_logs(full), step_logs(resumed)
     assert [h["step"] for h in b] == list(range(1, 13))
     for x, y in zip(a[6:], b[6:]):
         for key in ("loss", "jepa_loss", "vicreg_loss", "learning_rate"):
@@ -195,7 +136,7 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
 
     def args(out, *extra):
         return [
-            *_args(out, 12, "--save_steps", "7", "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
+            *pretrain_args(out, 12, "--save_steps", "7", "--per_device_train_batch_size", "8", "--shuffle_buffer", "16"),
             "--dataset",
             str(tmp_path / "images"),
             *extra,
@@ -207,7 +148,7 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
     assert state["data"] == {"epoch": 1, "batches": 2, "world_size": 1, "num_workers": 1, "records": [[16]]}
     shutil.copytree(full / "checkpoint-7", resumed / "checkpoint-7")
     _run([sys.executable, SCRIPT, *args(resumed, "--resume_from_checkpoint", "latest")])
-    a, b = _logs(full), _logs(resumed)
+    a, b = step_logs(full), step_logs(resumed)
     assert [h["step"] for h in b] == list(range(1, 13))
     for x, y in zip(a[7:], b[7:]):
         for key in ("loss", "jepa_loss", "vicreg_loss"):
@@ -216,27 +157,8 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
 
 def test_pretrain_script_on_two_processes(tmp_path):
     out = tmp_path / "ddp"
-    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    _run(
-        [
-            accelerate,
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            "29519",
-            SCRIPT,
-            *_args(out, 6, "--save_steps", "3"),
-        ]
-    )
-    logs = _logs(out)
+    launch_on_cpu(SCRIPT, *pretrain_args(out, 6, "--save_steps", "3"))
+    logs = step_logs(out)
     assert len(logs) == 6 and all(h["vicreg_variance"] > 0 for h in logs)
     # Each rank's stream position, gathered into the checkpoint: 3 batches of 32 per rank.
     state = json.loads((out / "checkpoint-3" / "cjepa_state.json").read_text())

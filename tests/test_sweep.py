@@ -7,20 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = os.path.join(ROOT, "scripts", "sweep.py")
-TINY_MODEL = dict(
-    image_size=32,
-    patch_size=4,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    predictor_hidden_size=32,
-    predictor_num_hidden_layers=2,
-    projector_dims=[64, 64],
-    min_keep=4,
-)
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
@@ -31,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 def _spec(tmp_path, **extra):
     recipe = {
         "dataset": "fashion_mnist",
-        "config_overrides": json.dumps(TINY_MODEL),
+        "config_overrides": json.dumps(TINY),
         "max_steps": 4,
         "per_device_train_batch_size": 16,
         "warmup_steps": 1,
