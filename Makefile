@@ -3,6 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
+# pytest-xdist workers: one per core of the 2-core CI machine (each test file runs whole on one worker).
+TEST_WORKERS ?= 2
 
 .PHONY: install data lint test pretrain gpu-check clean
 
@@ -28,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 test: install data lint
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 pretrain: install data
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no scripts/pretrain.py

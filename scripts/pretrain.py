@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import HfArgumentParser, set_seed
 
-from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
+from cjepa_hf import PRESET_NAMES, CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.configuration_cjepa import parse_config_overrides
 from cjepa_hf.data import build_pretrain_dataset, is_fashion_mnist
 from cjepa_hf.masking import MaskCollator
@@ -51,7 +51,7 @@ QUICKSTART = os.path.join(RECIPES, "quickstart-fashion-mnist.json")
 @dataclass
 class ModelArguments:
     preset: str | None = field(
-        default=None, metadata={"help": "vit-t16, vit-s16, vit-b16, vit-l16, vit-h14 (see CJEPAConfig.from_preset)."}
+        default=None, metadata={"help": ", ".join(PRESET_NAMES) + " (see CJEPAConfig.from_preset)."}
     )
     model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a saved CJEPAForPreTraining (folder or Hub id)."})
     config_overrides: str | None = field(

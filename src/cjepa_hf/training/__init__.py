@@ -5,7 +5,8 @@ momentum_at), `optim` (param_groups, build_adamw), `compile` (one compile for ch
 sizes), `checkpoints` (validation, atomic writes, rotation, full disks), `state` (StepState,
 DataPosition), `data_hooks` (the data's epoch and seek protocols), `callback` (CJEPACallback),
 `multinode` (several machines: where checkpoints go, every rank's RNG state in each copy, one
-checkpoint to resume from), `trainer` (CJEPATrainer).
+checkpoint to resume from), `fsdp` (FSDP2: the plugin's checks, the gathered target encoder,
+sharded checkpoints read back), `trainer` (CJEPATrainer).
 """
 
 from .arguments import CJEPATrainingArguments
