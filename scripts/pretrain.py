@@ -50,9 +50,7 @@ QUICKSTART = os.path.join(RECIPES, "quickstart-fashion-mnist.json")
 
 @dataclass
 class ModelArguments:
-    preset: str | None = field(
-        default=None, metadata={"help": ", ".join(PRESET_NAMES) + " (see CJEPAConfig.from_preset)."}
-    )
+    preset: str | None = field(default=None, metadata={"help": ", ".join(PRESET_NAMES) + " (see CJEPAConfig.from_preset)."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a saved CJEPAForPreTraining (folder or Hub id)."})
     config_overrides: str | None = field(
         default=None,
