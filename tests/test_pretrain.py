@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers.cli import SCRIPT, pretrain_args, step_logs
+from helpers.cli import SCRIPT, pretrain_args, pretrain_module, step_logs
 from helpers.launch import launch_on_cpu
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
@@ -108,10 +108,11 @@ def test_pretrain_script_end_to_end(tmp_path):
 
 
 def test_streaming_resume_is_exact(tmp_path):
+    """In this process (the resume in a fresh process: test_trainer, test_multinode)."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([sys.executable, SCRIPT, *pretrain_args(full, 12, "--save_steps", "6")])
+    pretrain_module().main(pretrain_args(full, 12, "--save_steps", "6"))
     shutil.copytree(full / "checkpoint-6", resumed / "checkpoint-6")
-    _run([sys.executable, SCRIPT, *pretrain_args(resumed, 12, "--save_steps", "6", "--resume_from_checkpoint", "latest")])
+    pretrain_module().main(pretrain_args(resumed, 12, "--save_steps", "6", "--resume_from_checkpoint", "latest"))
     a, b = step_logs(full), step_logs(resumed)
     assert [h["step"] for h in b] == list(range(1, 13))
     for x, y in zip(a[6:], b[6:]):
@@ -143,11 +144,11 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
         ]
 
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _run([sys.executable, SCRIPT, *args(full)])
+    pretrain_module().main(args(full))
     state = json.loads((full / "checkpoint-7" / "cjepa_state.json").read_text())
     assert state["data"] == {"epoch": 1, "batches": 2, "world_size": 1, "num_workers": 1, "records": [[16]]}
     shutil.copytree(full / "checkpoint-7", resumed / "checkpoint-7")
-    _run([sys.executable, SCRIPT, *args(resumed, "--resume_from_checkpoint", "latest")])
+    pretrain_module().main(args(resumed, "--resume_from_checkpoint", "latest"))
     a, b = step_logs(full), step_logs(resumed)
     assert [h["step"] for h in b] == list(range(1, 13))
     for x, y in zip(a[7:], b[7:]):
@@ -171,12 +172,7 @@ def test_pretrain_script_on_two_processes(tmp_path):
 
 
 def _parse(argv):
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import pretrain
-    finally:
-        sys.path.pop(0)
-    return pretrain.parse_args(argv)
+    return pretrain_module().parse_args(argv)
 
 
 def test_recipes_and_flags_compose():

@@ -29,3 +29,15 @@ def step_logs(output_dir) -> list[dict]:
     """The training steps' log entries of a finished run (trainer_state.json)."""
     with open(os.path.join(output_dir, "trainer_state.json")) as f:
         return [h for h in json.load(f)["log_history"] if "jepa_loss" in h]
+
+
+def pretrain_module():
+    """scripts/pretrain.py imported as a module (its `main(argv)` and `parse_args(argv)`)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        return importlib.import_module("pretrain")
+    finally:
+        sys.path.pop(0)
