@@ -76,24 +76,3 @@ def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor
     assert result.returncode == 0, result.stderr[-3000:]
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("MAXDIFF")][0]
     assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"
-
-
-# The files that launch processes, longest first (measured: `--junitxml` times of a `make test`
-# run). pytest-xdist hands whole files to its workers in collection order; starting with the
-# long ones keeps the two workers busy to the end instead of one finishing minutes early.
-LONGEST_FIRST = (
-    "test_pretrain.py",
-    "test_sweep.py",
-    "test_fsdp.py",
-    "test_gpu_study.py",
-    "test_multinode.py",
-    "test_trainer.py",
-    "test_gpu_check.py",
-    "test_online_eval.py",
-    "test_distributed.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
