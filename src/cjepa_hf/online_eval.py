@@ -48,7 +48,12 @@ def infer_num_labels(dataset: Any) -> int | None:
 
 
 class OnlineLinearProbe(nn.Module):
-    """A linear classifier on detached features (B, D) with its own AdamW.
+    """A linear classifier on detached features (B, D) with its own AdamW, behind a
+    parameter-free batch normalisation (as linear probes of SSL encoders usually have: MAE's,
+    for one): the target features' scale (a std of about 0.02 per dimension early in a
+    small run) would otherwise make a learning rate of 1e-3 crawl. Training steps normalise
+    with the batch's moments and move running ones (momentum 0.1); evaluation uses the
+    running moments.
 
     `step(features, labels)` does one update and returns (loss, correct, used) as 0-dim tensors,
     without a host sync: a non-finite loss (e.g. the batch of a skipped non-finite training
@@ -62,7 +67,10 @@ class OnlineLinearProbe(nn.Module):
         if not lr > 0:
             raise ValueError(f"online_probe_lr must be > 0, got {lr!r}")
         self.head = nn.Linear(dim, num_labels)
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
         self.lr, self.weight_decay = lr, weight_decay
+        self.momentum, self.eps = 0.1, 1e-5
         self.optimizer: torch.optim.Optimizer | None = None
 
     def build_optimizer(self) -> torch.optim.Optimizer:
@@ -71,7 +79,9 @@ class OnlineLinearProbe(nn.Module):
         return self.optimizer
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.float())
+        """Logits (B, num_labels) from features (B, D), normalised with the running moments."""
+        features = features.float()
+        return self.head((features - self.running_mean) * torch.rsqrt(self.running_var + self.eps))
 
     def step(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One AdamW step on (features (B, D), labels (B,)); returns (mean loss, number correct,
@@ -80,9 +90,14 @@ class OnlineLinearProbe(nn.Module):
         features = features.detach()
         finite = torch.isfinite(features).all()
         # a zeroed batch keeps the loss finite for backward; found_inf then skips the update
-        features = torch.where(finite, features, torch.zeros_like(features))
+        features = torch.where(finite, features, torch.zeros_like(features)).float()
+        mean, var = features.mean(dim=0), features.var(dim=0, unbiased=False)
+        with torch.no_grad():  # a skipped batch (weight 0) leaves the running moments as they are
+            weight = self.momentum * finite.float()
+            self.running_mean.lerp_(mean, weight)
+            self.running_var.lerp_(var, weight)
         with torch.enable_grad():
-            logits = self(features)
+            logits = self.head((features - mean) * torch.rsqrt(var + self.eps))
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -101,7 +116,7 @@ class OnlineLinearProbe(nn.Module):
     def save(self, folder: str) -> None:
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, os.path.join(folder, PROBE_WEIGHTS))
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, os.path.join(folder, PROBE_WEIGHTS))
         torch.save((self.optimizer or self.build_optimizer()).state_dict(), os.path.join(folder, PROBE_OPTIMIZER))
 
     def load(self, folder: str) -> None:
@@ -116,12 +131,17 @@ class OnlineLinearProbe(nn.Module):
                 )
         device = self.head.weight.device
         state = load_file(os.path.join(folder, PROBE_WEIGHTS), device=str(device))
-        if state["weight"].shape != self.head.weight.shape:
+        if set(state) != set(self.state_dict()):
             raise ValueError(
-                f"{PROBE_WEIGHTS} in {folder!r} has weight of shape {tuple(state['weight'].shape)}, "
+                f"{PROBE_WEIGHTS} in {folder!r} holds {sorted(state)}, this version's probe {sorted(self.state_dict())} "
+                "(a checkpoint of an older version, whose probe had no normalisation); resume with --online_probe false"
+            )
+        if state["head.weight"].shape != self.head.weight.shape:
+            raise ValueError(
+                f"{PROBE_WEIGHTS} in {folder!r} has weight of shape {tuple(state['head.weight'].shape)}, "
                 f"this run's probe has {tuple(self.head.weight.shape)} (feature size, classes differ)"
             )
-        self.head.load_state_dict(state)
+        self.load_state_dict(state)
         optimizer = self.optimizer or self.build_optimizer()
         optimizer.load_state_dict(torch.load(os.path.join(folder, PROBE_OPTIMIZER), map_location=device, weights_only=True))
 
