@@ -79,10 +79,14 @@ class CJEPATrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         # Accelerate's DataLoader for map-style data copies each batch to the device with a
-        # blocking copy (a host sync per tensor) unless non_blocking is set: on by default here.
-        if self.accelerator_config is None:
+        # blocking copy (a host sync per tensor) unless non_blocking is set: on by default here,
+        # where the batches are pinned (on the CPU transformers turns pinning off: nothing to overlap).
+        default_non_blocking = self.accelerator_config is None
+        if default_non_blocking:
             self.accelerator_config = {"non_blocking": True}
         super().__post_init__()
+        if default_non_blocking and not self.dataloader_pin_memory:
+            self.accelerator_config.non_blocking = False
         if self.weight_decay_schedule not in WEIGHT_DECAY_SCHEDULES:
             raise ValueError(f"weight_decay_schedule must be one of {WEIGHT_DECAY_SCHEDULES}, got {self.weight_decay_schedule!r}")
         for name in ("ema_momentum", "final_ema_momentum"):
