@@ -11,20 +11,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from cjepa_hf.bench.runner import TINY_PRESET  # noqa: E402
+
 # Under pytest-xdist (`make test` runs two workers) each worker has one core; alone, two.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
-TINY = dict(
-    image_size=32,
-    patch_size=4,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    predictor_hidden_size=32,
-    predictor_num_hidden_layers=2,
-    projector_dims=(64, 64),
-    min_keep=4,
-)
+# The tests' tiny model: the benchmarks' smoke-run preset (one definition).
+TINY = dict(TINY_PRESET)
 
 
 @pytest.fixture
