@@ -503,7 +503,7 @@ def _step_line(name: str, entry: dict[str, Any]) -> str:
     )
 
 
-def print_summary(out: dict[str, Any], file=sys.stdout) -> None:
+def print_summary(out: dict[str, Any], file=None) -> None:
     parts = out["parts"]
     print(f"\nGPU check{' (DRY RUN, CPU)' if out['dry_run'] else ''}: {out['device']}, {out['duration_s']:.0f} s", file=file)
     print(f"step timed: {out['step']}", file=file)

@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 
 import torch
@@ -343,7 +342,7 @@ def _fmt_bytes(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
-def print_table(out: dict, file=sys.stdout) -> None:
+def print_table(out: dict, file=None) -> None:
     print(
         f"\n{out['preset']} | batch {out['batch_size']} | {out['image_size']} px | {out['device']} | torch {out['torch_version']}"
         f" | masks: {out['masks']['source']}",
