@@ -1,7 +1,8 @@
 """Two "nodes" on this machine, one CPU process each, running the real scripts/pretrain.py.
 
 Three launches, shared by the tests (module fixtures):
-- one node of two processes (`torchrun --standalone --nproc_per_node 2`), shared output_dir;
+- one node of two processes, as the README launches it (`accelerate launch --multi_gpu
+  --num_processes 2`, CPU), shared output_dir;
 - two nodes (`torchrun --nnodes 2 --node_rank 0|1 --nproc_per_node 1 --rdzv_backend c10d`),
   each with an output_dir of its own, as on machines that share no filesystem, and
   `--save_on_each_node true`;
@@ -20,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 from helpers.cli import SCRIPT, pretrain_args, step_logs
-from helpers.multinode import ROOT, accelerate_node, free_port, run_together, torchrun_node, torchrun_standalone
+from helpers.launch import accelerate_on_cpu
+from helpers.multinode import ROOT, accelerate_node, free_port, run_together, torchrun_node
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -58,7 +60,7 @@ def runs(tmp_path_factory):
     port = free_port()
     finished = run_together(
         [
-            torchrun_standalone(2, SCRIPT, *_script_args(images, one)),
+            accelerate_on_cpu(SCRIPT, *_script_args(images, one))[0],
             *(torchrun_node(r, 2, 1, port, SCRIPT, *_script_args(images, nodes[r], "--save_on_each_node", "true")) for r in (0, 1)),
         ],
         env=_env(),
@@ -90,6 +92,9 @@ def _assert_same_logs(a, b, steps):
 def test_two_nodes_train_like_one_node_of_two_processes(runs):
     node_dir = _rank0_dir(runs["nodes"])
     _assert_same_logs(step_logs(runs["one"]), step_logs(node_dir), range(1, STEPS + 1))
+    assert all(h["vicreg_variance"] > 0 for h in step_logs(runs["one"]))  # the VICReg term over the gathered batch
+    args = json.loads((runs["one"] / "training_args.json").read_text())
+    assert args["use_cpu"] is True  # set automatically without CUDA, so DDP wraps the model
     # the stream position of every global rank, in the checkpoint of either layout
     state_one = json.loads((runs["one"] / f"checkpoint-{SAVE}" / "cjepa_state.json").read_text())
     assert state_one["data"] == {"epoch": 1, "batches": 1, "world_size": 2, "num_workers": 1, "records": [[8], [8]]}

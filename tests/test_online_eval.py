@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from helpers.tiny import run_train_tiny, tiny_data, tiny_trainer
+from helpers.tiny import run_train_tiny, tiny_data, tiny_trainer, train_tiny_here
 
 from cjepa_hf.evaluation import extract_features, knn_accuracy
 from cjepa_hf.online_eval import KNNMonitorSet, OnlineLinearProbe
@@ -135,7 +135,7 @@ def test_knn_monitor_shares_cover_the_set_once():
 
 def test_resume_with_the_probe_is_exact(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    run_train_tiny([full, 6, "--save-steps", 3, "--labels"])
+    train_tiny_here([full, 6, "--save-steps", 3, "--labels"])  # the resume below is the fresh process
     validate_checkpoint(str(full / "checkpoint-3"))
     assert (full / "checkpoint-3" / "online_probe.safetensors").exists()
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")

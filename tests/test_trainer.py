@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 from conftest import TINY
-from helpers.tiny import OrderedStream, run_train_tiny, tiny_data, tiny_trainer
+from helpers.tiny import OrderedStream, run_train_tiny, tiny_data, tiny_trainer, train_tiny_here
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf.trainer import (
@@ -145,7 +145,7 @@ def test_consecutive_nonfinite_losses_stop_training(tmp_path, tiny_config):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_in_a_new_process_is_exact(tmp_path, workers):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    run_train_tiny([full, 6, "--save-steps", 3, "--workers", workers])
+    train_tiny_here([full, 6, "--save-steps", 3, "--workers", workers])  # the resume below is the fresh process
     shutil.copytree(full / "checkpoint-3", resumed / "checkpoint-3")
     run_train_tiny([resumed, 6, "--resume", resumed / "checkpoint-3", "--workers", workers])
     a = json.loads((full / "run.json").read_text())
@@ -162,7 +162,7 @@ def test_resume_in_a_new_process_is_exact(tmp_path, workers):
 
 def test_corrupt_checkpoints_are_reported_and_latest_skips_them(tmp_path):
     out = tmp_path / "run"
-    run_train_tiny([out, 4, "--save-steps", 2])
+    train_tiny_here([out, 4, "--save-steps", 2])
     good, bad = out / "checkpoint-2", out / "checkpoint-4"
     validate_checkpoint(str(good))
     weights = bad / "model.safetensors"

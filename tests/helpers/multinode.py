@@ -49,11 +49,6 @@ def torchrun_node(node_rank: int, nnodes: int, nproc_per_node: int, port: int, s
     ]
 
 
-def torchrun_standalone(nproc_per_node: int, script: str, *args: str) -> list[str]:
-    """One node of `nproc_per_node` processes (torchrun picks a free port itself)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc_per_node), script, *args]
-
-
 def accelerate_node(
     config_file: str, machine_rank: int, num_machines: int, num_processes: int, port: int, script: str, *args: str
 ) -> list[str]:

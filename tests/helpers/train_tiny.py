@@ -1,4 +1,4 @@
-"""Train a tiny C-JEPA model with CJEPATrainer; used by the tests in a fresh process.
+"""Train a tiny C-JEPA model with CJEPATrainer; used by the tests, in a fresh process or in theirs (`main(argv)`).
 
 usage: train_tiny.py OUTPUT_DIR MAX_STEPS [--save-steps K] [--resume CKPT] [--workers N] [--grad-accum G] [--labels]
 Writes OUTPUT_DIR/run.json: per-step losses, the masks' fingerprints, and target-encoder checksums
@@ -30,7 +30,7 @@ class Recording(CJEPATrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("max_steps", type=int)
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--labels", action="store_true")
-    a = parser.parse_args()
+    a = parser.parse_args(None if argv is None else [str(x) for x in argv])
 
     torch.manual_seed(0)
     config = CJEPAConfig(**TINY)
