@@ -69,3 +69,24 @@ def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor
     assert result.returncode == 0, result.stderr[-3000:]
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("MAXDIFF")][0]
     assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"
+
+
+@pytest.fixture(scope="session")
+def two_process_checks(tmp_path_factory):
+    """The output folder of the one two-process launch of tests/helpers/two_processes.py (DDP
+    checks in ./ddp, FSDP2 checks in ./fsdp, the launch's output in output.txt), shared by test_distributed.py and test_fsdp.py:
+    under pytest-xdist the first worker to need it launches, any other waits on a lock and reads
+    the same folder (the session's common temporary directory)."""
+    from filelock import FileLock
+    from helpers.launch import launch_on_cpu
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, common to the workers of this session
+    out = root / "two_process_checks"
+    with FileLock(str(root / "two_process_checks.lock")):
+        if not (out / "done").exists():
+            output = launch_on_cpu(os.path.join(os.path.dirname(__file__), "helpers", "two_processes.py"), str(out), timeout=900)
+            (out / "output.txt").write_text(output)  # both processes' stdout and stderr
+            (out / "done").write_text("")
+    return out

@@ -1,20 +1,15 @@
-"""Two real CPU processes through `accelerate launch` (gloo), see tests/helpers/ddp_check.py."""
+"""Two real CPU processes through `accelerate launch` (gloo), see tests/helpers/ddp_check.py (the
+launch is shared with test_fsdp.py: conftest's `two_process_checks`)."""
 
 import json
-import os
 
 import pytest
-from helpers.launch import launch_on_cpu
-
-HERE = os.path.dirname(__file__)
 
 
 @pytest.fixture(scope="module")
-def ddp_result(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    output = launch_on_cpu(os.path.join(HERE, "helpers", "ddp_check.py"), str(out))
-    result = json.loads((out / "result.json").read_text())
-    result["output"] = output
+def ddp_result(two_process_checks):
+    result = json.loads((two_process_checks / "ddp" / "result.json").read_text())
+    result["output"] = (two_process_checks / "output.txt").read_text()
     return result
 
 

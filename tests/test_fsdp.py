@@ -1,6 +1,7 @@
 """FSDP2 on two CPU processes (gloo): against DDP, an exact sharded resume, the export of the gathered target encoder.
 
-One launch of tests/helpers/fsdp_check.py trains the same tiny model five ways (DDP; FSDP2 with
+The two-process launch (conftest's `two_process_checks`, shared with test_distributed.py) runs
+tests/helpers/fsdp_check.py, which trains the same tiny model five ways (DDP; FSDP2 with
 sharded checkpoints; FSDP2 resumed from its step-2 checkpoint; with activation checkpointing;
 with bf16 mixed precision); a second launch runs scripts/pretrain.py with the documented
 accelerate config (recipes/accelerate-fsdp.yaml). The plugin checks need no launch.
@@ -38,9 +39,8 @@ TERMS = (
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp")
-    launch_on_cpu(os.path.join(HERE, "helpers", "fsdp_check.py"), str(out), timeout=900)
+def runs(two_process_checks):
+    out = two_process_checks / "fsdp"
     results = [json.loads((out / f"result_{rank}.json").read_text()) for rank in (0, 1)]
     states = {name: torch.load(out / f"{name}_state.pt") for name in ("ddp", "fsdp", "resumed", "ckpt", "bf16")}
     return types.SimpleNamespace(out=out, r=results[0], r1=results[1], states=states)

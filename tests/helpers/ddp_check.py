@@ -1,4 +1,5 @@
-"""Run under `accelerate launch --multi_gpu --num_processes 2` on the CPU (see tests/test_distributed.py).
+"""DDP checks, run by tests/helpers/two_processes.py under `accelerate launch --multi_gpu --num_processes 2` on
+the CPU (see tests/test_distributed.py).
 
 1. One forward/backward of CJEPAForPreTraining under DDP with the VICReg terms on the
    all-gathered batch, against one process on the concatenated batch.
@@ -137,13 +138,10 @@ def online_eval_check(out_dir: str) -> dict:
     }
 
 
-if __name__ == "__main__":
-    out_dir = sys.argv[1]
+def main(out_dir: str) -> None:
     result = {"gradients": gradient_check(out_dir)}
     result["trainer"] = trainer_check(out_dir)
     result["online_eval"] = online_eval_check(out_dir)
     if int(os.environ.get("RANK", "0")) == 0:
         with open(os.path.join(out_dir, "result.json"), "w") as f:
             json.dump(result, f, indent=2)
-    torch.distributed.barrier()  # no rank exits with the process group alive (gloo can abort then)
-    torch.distributed.destroy_process_group()

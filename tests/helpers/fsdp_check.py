@@ -1,4 +1,5 @@
-"""Run under a 2-process launch on the CPU (gloo), see tests/test_fsdp.py: C-JEPA training with FSDP2 against DDP.
+"""FSDP2 checks, run by tests/helpers/two_processes.py under a 2-process launch on the CPU (gloo), see
+tests/test_fsdp.py: C-JEPA training with FSDP2 against DDP.
 
 One launch, five runs of CJEPATrainer on the same tiny model and data (logging every step):
   ddp      DDP, 4 steps, the k-NN monitor at step 4         the reference
@@ -127,9 +128,3 @@ def main(out: str) -> None:
     rank = torch.distributed.get_rank()
     with open(os.path.join(out, f"result_{rank}.json"), "w") as f:
         json.dump(results, f, indent=2)
-    torch.distributed.barrier()  # no rank exits with the process group alive (gloo can abort then)
-    torch.distributed.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])
