@@ -37,9 +37,12 @@ def random_masks(batch: int, num_patches: int, kept: int, blocks: int, per_block
     return context, target
 
 
-def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor, workdir) -> None:
+def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor, workdir, resave=None) -> list[str] | None:
     """Load `folder` with AutoModel(trust_remote_code=True) in a fresh process where
-    `import cjepa_hf` fails, run it on `x` and compare its pooled output with `expected`."""
+    `import cjepa_hf` fails, run it on `x` and compare its pooled output with `expected`.
+    With `resave` (a folder): the model loaded as remote code also saves itself there (twice, the
+    second time without preprocessor_config.json, which it must write again), that folder loads
+    in the same process and gives the same hidden states; returns its file names."""
     import subprocess
     import sys
     import textwrap
@@ -62,6 +65,16 @@ def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor
         with torch.no_grad():
             out = model(io["x"]).pooler_output
         print("MAXDIFF", (out - io["expected"]).abs().max().item(), type(model).__name__)
+        resave = {None if resave is None else str(resave)!r}
+        if resave is not None:
+            import os
+            model.save_pretrained(resave)
+            os.remove(os.path.join(resave, "preprocessor_config.json"))
+            model.save_pretrained(resave)  # writes the default image processor again
+            again = AutoModel.from_pretrained(resave, trust_remote_code=True).eval()
+            with torch.no_grad():
+                assert torch.equal(model(io["x"]).last_hidden_state, again(io["x"]).last_hidden_state)
+            print("FILES", " ".join(sorted(os.listdir(resave))))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": os.path.join(str(workdir), "modules")}
@@ -69,6 +82,9 @@ def assert_loads_without_package(folder, x: torch.Tensor, expected: torch.Tensor
     assert result.returncode == 0, result.stderr[-3000:]
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("MAXDIFF")][0]
     assert float(line.split()[1]) < 1e-6 and line.split()[2] == "CJEPAModel"
+    if resave is not None:
+        return [ln for ln in result.stdout.splitlines() if ln.startswith("FILES")][0].split()[1:]
+    return None
 
 
 @pytest.fixture(scope="session")
