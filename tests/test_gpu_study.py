@@ -20,6 +20,7 @@ def test_gpu_study_dry_run(tmp_path):
     env = {
         **os.environ,
         "DRY_RUN": "1",
+        "DRY_RUN_SECONDS": "2",  # each run trains for about 2 s (the script's dry-run default is 4)
         "OUT": str(tmp_path),
         "PYTHON": sys.executable,
         "HF_HUB_OFFLINE": "1",

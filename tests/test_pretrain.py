@@ -1,14 +1,13 @@
-"""scripts/pretrain.py end to end on the real Fashion-MNIST stream, in fresh processes."""
+"""scripts/pretrain.py end to end on the real Fashion-MNIST stream (its `main`, in the test process), its command line."""
 
 import json
+import logging
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers.cli import SCRIPT, pretrain_args, pretrain_module, step_logs
+from helpers.cli import pretrain_args, pretrain_module, step_logs
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
@@ -21,23 +20,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run(cmd, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
-
-
-def test_pretrain_script_end_to_end(tmp_path):
+def test_pretrain_script_end_to_end(tmp_path, caplog):
+    """The script's main, in this process (the launches of tests/test_multinode.py, test_fsdp.py and
+    test_sweep.py start it as a command)."""
     from transformers import AutoModel
 
     import cjepa_hf  # noqa: F401  registers "cjepa" with the Auto classes
 
     out = tmp_path / "run"
-    proc = _run(
+    caplog.set_level(logging.INFO)
+    pretrain_module().main(
         [
-            sys.executable,
-            SCRIPT,
             *pretrain_args(
                 out,
                 40,
@@ -65,8 +58,8 @@ def test_pretrain_script_end_to_end(tmp_path):
     summary = json.loads((out / "pretrain_summary.json").read_text())
     assert summary["global_step"] == 40
     # the start-up summary says what is about to run, in epochs of the real data
-    assert "40 steps x global batch 32 (32 per device x 1 accumulation x 1 processes) = 0.02 epochs of 60,000 images" in proc.stderr
-    assert "online probe on; k-NN monitor fashion_mnist[train] every 20 steps" in proc.stderr
+    assert "40 steps x global batch 32 (32 per device x 1 accumulation x 1 processes) = 0.02 epochs of 60,000 images" in caplog.text
+    assert "online probe on; k-NN monitor fashion_mnist[train] every 20 steps" in caplog.text
     # the online evaluation: the k-NN monitor at steps 20 and 40, the probe in the training logs
     assert [e["step"] for e in summary["online_eval"]] == [20, 40]
     assert all(0.0 < e["eval_knn_top1"] <= 1.0 and 0.0 <= e["eval_linear_top1"] <= 1.0 for e in summary["online_eval"])
