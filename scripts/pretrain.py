@@ -41,6 +41,7 @@ from cjepa_hf.modeling_cjepa import build_image_processor
 from cjepa_hf.online_eval import KNNMonitorSet
 from cjepa_hf.plotting import CurvesCallback, plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
+from cjepa_hf.training.data_hooks import stream_num_examples
 from cjepa_hf.training.fsdp import gather_target_encoder
 
 logger = logging.getLogger("cjepa_hf.pretrain")
@@ -270,10 +271,7 @@ def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: Dat
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     encoder = sum(p.numel() for p in model.target_encoder.parameters())
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    inner = getattr(trainer.train_dataset, "dataset", None)
-    info = getattr(inner, "info", None)
-    splits = getattr(info, "splits", None) or {}
-    size = splits[data_args.split].num_examples if data_args.split in splits else None
+    size = stream_num_examples(trainer.train_dataset)
     epochs = f"{args.max_steps * global_batch / size:.2f} epochs of {size:,} images" if size else "epochs unknown (stream size not known)"
     logger.info(
         "C-JEPA pretraining: encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; data %s [%s]; "

@@ -107,6 +107,8 @@ def test_streaming_resume_is_exact(tmp_path):
     pretrain_module().main(pretrain_args(resumed, 12, "--save_steps", "6", "--resume_from_checkpoint", "latest"))
     a, b = step_logs(full), step_logs(resumed)
     assert [h["step"] for h in b] == list(range(1, 13))
+    for logs in (a, b):  # the data epochs (60,000 images, batch 32), in the resumed process too
+        assert [h["epoch"] for h in logs] == pytest.approx([32 * step / 60000 for step in range(1, 13)], abs=1e-4)
     for x, y in zip(a[6:], b[6:]):
         for key in ("loss", "jepa_loss", "vicreg_loss", "learning_rate"):
             assert abs(x[key] - y[key]) <= 1e-6, (x["step"], key, x[key], y[key])
@@ -117,7 +119,7 @@ def test_streaming_resume_is_exact(tmp_path):
 def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
     """40 images, batch 8: 5 steps per epoch; the checkpoint at step 7 is 2 batches into
     epoch 1. The resumed run seeks the stream there (no replay of epoch 0) and logs the
-    same losses as the uninterrupted run."""
+    same losses and epochs as the uninterrupted run."""
     import numpy as np
     from PIL import Image
 
@@ -143,6 +145,11 @@ def test_streaming_resume_past_the_first_epoch_is_exact(tmp_path):
     pretrain_module().main(args(resumed, "--resume_from_checkpoint", "latest"))
     a, b = step_logs(full), step_logs(resumed)
     assert [h["step"] for h in b] == list(range(1, 13))
+    # the logged epoch is the data's, also after the resume (Trainer's own count of passes would
+    # start again from 0 in the resumed process); a streamed image folder does not know its size,
+    # so the epochs done (5 steps each) are logged, without a fraction
+    for logs in (a, b):
+        assert [h["epoch"] for h in logs] == [(step - 1) // 5 for step in range(1, 13)]
     for x, y in zip(a[7:], b[7:]):
         for key in ("loss", "jepa_loss", "vicreg_loss"):
             assert abs(x[key] - y[key]) <= 1e-6, (x["step"], key, x[key], y[key])

@@ -255,7 +255,22 @@ def effective_rank(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.exp(-(p * p.log()).sum())
 
 
+def collapse_figures(features: torch.Tensor) -> dict[str, float]:
+    """The collapse monitor's figures of pooled features (N, D): their spread (`feature_std`), their
+    RankMe and the RankMe of the centred features (mean-pooled features share a large mean
+    direction that dominates the raw RankMe even at random initialisation; the centred rank shows
+    the spread around it). NaN for each when the features are not finite (a host sync)."""
+    if not torch.isfinite(features).all():
+        return dict.fromkeys(("target_feature_std", "target_effective_rank", "target_effective_rank_centered"), float("nan"))
+    return {
+        "target_feature_std": feature_std(features).item(),
+        "target_effective_rank": effective_rank(features).item(),
+        "target_effective_rank_centered": effective_rank(features - features.mean(dim=0)).item(),
+    }
+
+
 __all__ = [
+    "collapse_figures",
     "at_least_fp32",
     "covariance_loss",
     "effective_rank",

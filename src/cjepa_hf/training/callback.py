@@ -71,6 +71,9 @@ class CJEPACallback(TrainerCallback):
             del optimizer.found_inf
 
     def on_step_end(self, args, state, control, **kwargs):
+        epochs = self.trainer.data_epochs()
+        if epochs is not None:  # before the log of this step reads it
+            state.epoch = epochs
         # On the CPU this check costs nothing; on an accelerator only at logging steps (a host sync).
         if self.state.consecutive_nonfinite.device.type == "cpu" or control.should_log:
             self.trainer.check_nonfinite()

@@ -1,4 +1,5 @@
-"""The epoch and resume hooks the trainer calls on its data, as typed protocols (`isinstance` checks, no hasattr chains).
+"""The epoch and resume hooks the trainer calls on its data, as typed protocols (`isinstance` checks, no hasattr chains),
+and what it asks of a dataset before training (its size, whether one batch fits).
 
 - `EpochAwareDataset`: a stream whose order depends on the epoch (`set_epoch(epoch)`; the
   `cjepa_hf.data` streams, `datasets.IterableDataset`);
@@ -37,6 +38,33 @@ def is_stream(dataset: Any) -> bool:
     return isinstance(dataset, (IterableDataset, HFIterableDataset))
 
 
+def stream_num_examples(dataset: Any) -> int | None:
+    """The number of examples of a stream's split when its dataset info says (a `cjepa_hf.data`
+    stream over a `datasets.IterableDataset`, or that dataset itself), else None."""
+    inner = getattr(dataset, "dataset", dataset)
+    splits = getattr(getattr(inner, "info", None), "splits", None) or {}
+    split = getattr(inner, "split", None)
+    if split is None and len(splits) == 1:
+        split = next(iter(splits))
+    entry = splits.get(str(split)) if split is not None else None
+    return int(entry.num_examples) if entry is not None and entry.num_examples else None
+
+
+def check_one_batch_fits(dataset: Any, per_device: int, world_size: int) -> None:
+    """A finite dataset smaller than one global batch trains nothing (Trainer ends after 0 steps,
+    exit status 0): refuse it before any work. Streams without a length pass."""
+    try:
+        size = len(dataset)
+    except TypeError:
+        return
+    if size < per_device * world_size:
+        raise ValueError(
+            f"the training dataset has {size} example(s), fewer than one global batch: per_device_train_batch_size="
+            f"{per_device} x {world_size} process(es) = {per_device * world_size}; lower per_device_train_batch_size or "
+            "train on more data"
+        )
+
+
 def start_epoch(dataset: Any, collator: Any, epoch: int, start_position: int, records: list[int] | None) -> None:
     """Tell the data which epoch starts: the collator its (epoch, start position); a stream its
     epoch, or where to seek to (`records`, a pending resume) when it can."""
@@ -48,4 +76,12 @@ def start_epoch(dataset: Any, collator: Any, epoch: int, start_position: int, re
         dataset.set_epoch(epoch)
 
 
-__all__ = ["EpochAwareCollator", "EpochAwareDataset", "SeekableStream", "is_stream", "start_epoch"]
+__all__ = [
+    "EpochAwareCollator",
+    "EpochAwareDataset",
+    "SeekableStream",
+    "check_one_batch_fits",
+    "is_stream",
+    "start_epoch",
+    "stream_num_examples",
+]

@@ -139,6 +139,19 @@ class DataPosition:
         records.index_add_(0, worker.reshape(1).to(records.device).clamp_(0, records.numel() - 1), count)
         self.epoch_batches += 1
 
+    def checkpoint_entry(self, gather, world_size: int) -> dict:
+        """The stream's position for the checkpoint (cjepa_state.json "data"): the epoch in progress
+        (begin_epoch moved past it), its batches so far, and every rank's records per worker.
+        `gather` concatenates a tensor over the processes (every process calls this)."""
+        records = gather(self.epoch_records.reshape(1, -1)) if world_size > 1 else self.epoch_records
+        return {
+            "epoch": self.epoch - 1,
+            "batches": self.epoch_batches,
+            "world_size": world_size,
+            "num_workers": self.workers,
+            "records": records.reshape(world_size, -1).tolist(),
+        }
+
     def restart(self, epoch: int = 0, start_position: int = 0, records: list[int] | None = None) -> None:
         self.epoch, self.start_position, self.resume_records = epoch, start_position, records
 

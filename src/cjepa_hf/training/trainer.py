@@ -45,7 +45,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..evaluation import encode, knn_accuracy
 from ..hub import render_model_card
-from ..losses import effective_rank, feature_std
+from ..losses import collapse_figures
 from ..modeling_cjepa import CJEPAForPreTraining
 from ..online_eval import KNNMonitorSet, OnlineLinearProbe, infer_num_labels
 from .arguments import CJEPATrainingArguments
@@ -57,7 +57,7 @@ from .checkpoints import (
     write_json_atomically,
 )
 from .compile import compile_model, mark_dynamic_masks
-from .data_hooks import SeekableStream, is_stream, start_epoch
+from .data_hooks import SeekableStream, check_one_batch_fits, is_stream, start_epoch, stream_num_examples
 from .fsdp import gather_target_encoder, prepare_fsdp
 from .multinode import (
     check_storage,
@@ -82,7 +82,6 @@ _LOGGED_TERMS = (
     "encoder_variance",
     "encoder_covariance",
 )
-_COLLAPSE_KEYS = ("target_feature_std", "target_effective_rank", "target_effective_rank_centered")
 
 
 class CJEPATrainer(Trainer):
@@ -98,6 +97,7 @@ class CJEPATrainer(Trainer):
         device = self.args.device
         self.step_state = StepState.on(device)
         self.data_position = DataPosition(self._stream_workers(), device)
+        self._stream_size: int | None = None  # a stream's examples per epoch (0: unknown), read once
         # Log window: sums of the loss terms over the window's micro-batches, the last target features.
         self._metric_sums: dict[str, torch.Tensor] = {}
         self._metric_count = 0
@@ -199,6 +199,21 @@ class CJEPATrainer(Trainer):
     def _stream_workers(self) -> int:
         return max(self.args.dataloader_num_workers, 1)
 
+    def data_epochs(self) -> float | None:
+        """For a stream, the data epochs taken so far (Trainer's `state.epoch` counts this process's
+        passes, from 0 again after a resume): the epochs done plus the fraction of the one in
+        progress when the stream's size is known. None for map-style data (Trainer's is right)."""
+        if not is_stream(self.train_dataset):
+            return None
+        position, args = self.data_position, self.args
+        if self._stream_size is None:
+            self._stream_size = stream_num_examples(self.train_dataset) or 0
+        done = max(position.epoch - 1, 0)  # begin_epoch moved past the epoch in progress
+        if not self._stream_size:
+            return float(done)
+        seen = position.epoch_batches * args.per_device_train_batch_size * args.world_size
+        return done + min(seen / self._stream_size, 1.0)
+
     def begin_epoch(self) -> None:
         """Tell the dataset and the mask collator which epoch starts (before workers are created)."""
         position = self.data_position
@@ -207,22 +222,6 @@ class CJEPATrainer(Trainer):
             # Trainer restores the RNG state only when it replays the data itself.
             self._load_rng_state(position.resume_checkpoint)
         position.begin_epoch()
-
-    def _check_batch_fits(self) -> None:
-        """A finite dataset smaller than one global batch trains nothing (Trainer ends after 0
-        steps, exit status 0): refuse it before any work."""
-        dataset = self.train_dataset
-        try:
-            size = len(dataset)
-        except TypeError:  # a stream without a length
-            return
-        per_device, world = self.args.per_device_train_batch_size, self.args.world_size
-        if size < per_device * world:
-            raise ValueError(
-                f"the training dataset has {size} example(s), fewer than one global batch: per_device_train_batch_size="
-                f"{per_device} x {world} process(es) = {per_device * world}; lower per_device_train_batch_size or "
-                "train on more data"
-            )
 
     def _resume_stream(self, checkpoint: str, data: dict | None, loader_workers: int | None = None) -> bool:
         """Position an iterable dataset where the checkpoint left it: the data epoch, the mask
@@ -309,7 +308,7 @@ class CJEPATrainer(Trainer):
         return TrainOutput(self.state.global_step, train_loss, {"train_runtime": 0.0, "train_loss": train_loss})
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
-        self._check_batch_fits()
+        check_one_batch_fits(self.train_dataset, self.args.per_device_train_batch_size, self.args.world_size)
         check_storage(self.args, self.args.save_strategy != "no" or bool(resume_from_checkpoint), sharded=self.is_fsdp_enabled)
         # validated (also the shapes of the JSON read below), the same step on every process
         resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir, self.args.world_size)
@@ -483,15 +482,7 @@ class CJEPATrainer(Trainer):
                 features = self._last_target_features
                 if self.accelerator.num_processes > 1:
                     features = self.accelerator.gather(features)
-                if torch.isfinite(features).all():
-                    logs["target_feature_std"] = feature_std(features).item()
-                    logs["target_effective_rank"] = effective_rank(features).item()
-                    # Mean-pooled features share a large mean direction that dominates the raw
-                    # RankMe even at random init; the centred rank shows the spread around it.
-                    logs["target_effective_rank_centered"] = effective_rank(features - features.mean(dim=0)).item()
-                else:  # the batch of a skipped non-finite step
-                    for key in _COLLAPSE_KEYS:
-                        logs[key] = float("nan")
+                logs.update(collapse_figures(features))  # NaN for the batch of a skipped non-finite step
         super().log(logs, start_time)
 
     def check_nonfinite(self) -> None:
@@ -537,18 +528,8 @@ class CJEPATrainer(Trainer):
                 self.args.save_total_limit = limit
             share_rng_states(folder, self.args)  # save_on_each_node: every node's copy gets every rank's
             data = None
-            position = self.data_position
             if is_stream(self.train_dataset):  # every process takes part in the gather
-                records = position.epoch_records
-                if self.accelerator.num_processes > 1:
-                    records = self.accelerator.gather(records.reshape(1, -1))
-                data = {
-                    "epoch": position.epoch - 1,  # the epoch in progress (begin_epoch moved past it)
-                    "batches": position.epoch_batches,
-                    "world_size": self.args.world_size,
-                    "num_workers": self._stream_workers(),
-                    "records": records.reshape(self.args.world_size, -1).tolist(),
-                }
+                data = self.data_position.checkpoint_entry(self.accelerator.gather, self.args.world_size)
             # Every process's files (rng_state_{rank}.pth) exist before the checkpoint is marked complete.
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
