@@ -28,6 +28,7 @@ sys.path.insert(0, HERE)
 import pretrain  # noqa: E402  (the same argument parsing and data as a real run)
 
 from cjepa_hf import CJEPAForPreTraining  # noqa: E402
+from cjepa_hf.bench.report import write_json  # noqa: E402
 from cjepa_hf.data import build_pretrain_dataset  # noqa: E402
 from cjepa_hf.masking import MaskCollator  # noqa: E402
 from cjepa_hf.online_eval import KNNMonitorSet  # noqa: E402
@@ -135,9 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1min": os.getloadavg()[0],
     }
     print(json.dumps(result, indent=2))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(result, args.output)
     return result
 
 

@@ -3,7 +3,8 @@
 `step` (TrainerStep: `CJEPATrainer`'s training step, optimizer step and EMA callback, one step at
 a time; StepOptions; the split into parts), `flops` (FLOP formula, device peaks, MFU), `memory`
 (state bytes, peak memory of a step), `runner` (the step benchmark behind `scripts/benchmark.py`),
-`pipeline` (the input-pipeline benchmark behind `scripts/benchmark_data.py`).
+`pipeline` (the input-pipeline benchmark behind `scripts/benchmark_data.py`), `report` (the
+JSON file each benchmark writes).
 """
 
 from .flops import FLOP_FORMULA, PEAK_BF16_DENSE_FLOPS, device_peak_flops, peak_flops_for_name, pretraining_step_flops

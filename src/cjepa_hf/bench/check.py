@@ -44,6 +44,7 @@ import torch
 
 from . import pipeline, runner
 from .flops import device_peak_flops
+from .report import write_json
 from .step import STEP
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: tests/ and scripts/ live here
@@ -477,11 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
     out["environment"] = environment()
     out["timestamp"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     print_summary(out)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(out, f, indent=2, default=str)
-        f.write("\n")
-    print(f"wrote {args.output}")
+    write_json(out, args.output)
     return out
 
 

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import datetime
 import gc
-import json
 import os
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 from ..modeling_cjepa import CJEPAForPreTraining
 from .memory import state_bytes
+from .report import write_json
 from .runner import _step_timer, build_config
 from .step import DTYPES, STEP, StepOptions, TrainerStep, device_batch, summarize_times, synthetic_masks
 
@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     out["timestamp"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if int(os.environ.get("RANK", 0)) == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(out, f, indent=2, default=str)
+        write_json(out, args.output, announce=False)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return out

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import sys
@@ -38,6 +37,7 @@ from PIL import Image, ImageDraw, features
 from .. import data
 from ..configuration_cjepa import CJEPAConfig
 from ..masking import MaskCollator
+from .report import write_json
 
 
 def photo_like(rng: np.random.Generator, width: int = 500, height: int = 375) -> Image.Image:
@@ -356,8 +356,5 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{key:<{width}}  {value:,.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     for key, value in results["environment"].items():
         print(f"{key:<{width}}  {value}")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wrote {args.output}")
+    write_json(results, args.output)
     return results

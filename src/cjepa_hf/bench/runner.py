@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import os
 import platform
 import time
@@ -31,6 +30,7 @@ from ..modeling_cjepa import CJEPAForPreTraining
 from ..training import ADAMW_IMPLEMENTATIONS, trim_context
 from .flops import FLOP_FORMULA, device_peak_flops, pretraining_step_flops
 from .memory import measure_peak_memory, state_bytes
+from .report import write_json
 from .step import DTYPES, PLAIN_OPTIONS, SPLIT_KEYS, STEP, StepOptions, TrainerStep, device_batch, summarize_times, synthetic_masks
 
 # A test-size model (the shape of tests/conftest.py's TINY), for smoke runs.
@@ -385,9 +385,5 @@ def main(argv: list[str] | None = None) -> dict:
     out = run(args)
     print_table(out)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(out, f, indent=2, default=str)
-            f.write("\n")
-        print(f"wrote {args.output}")
+        write_json(out, args.output)
     return out
