@@ -160,6 +160,25 @@ def test_resume_in_a_new_process_is_exact(tmp_path, workers):
     assert a["target_sum"] == pytest.approx(b["target_sum"], abs=1e-4)
 
 
+def test_resume_with_accumulation_over_an_uneven_epoch_is_exact(tmp_path):
+    """96 examples in batches of 8 = 12 micro-batches per epoch, 5 per step: 3 optimizer steps per
+    epoch, the last of 2 micro-batches (Trainer counts it as a step). Resumed at step 4 (one step
+    into epoch 1), the data and the masks continue at micro-batch 5 of epoch 1."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    train_tiny_here([full, 6, "--save-steps", 4, "--grad-accum", 5])
+    shutil.copytree(full / "checkpoint-4", resumed / "checkpoint-4")
+    train_tiny_here([resumed, 6, "--resume", resumed / "checkpoint-4", "--grad-accum", 5])
+    a = json.loads((full / "run.json").read_text())
+    b = json.loads((resumed / "run.json").read_text())
+    assert len(a["masks"]) == 2 * 12  # two whole epochs of micro-batches
+    assert b["masks"] == a["masks"][12 + 5 :]  # epoch 1 from its 6th micro-batch
+    assert [h["step"] for h in b["logs"]] == [1, 2, 3, 4, 5, 6]
+    for x, y in zip(a["logs"][4:], b["logs"][4:]):
+        for key in ("loss", "jepa_loss", "learning_rate"):
+            assert abs(x[key] - y[key]) <= 1e-6, (x["step"], key, x[key], y[key])
+    assert max(abs(u - v) for u, v in zip(a["target"], b["target"])) <= 1e-6
+
+
 def test_corrupt_checkpoints_are_reported_and_latest_skips_them(tmp_path):
     out = tmp_path / "run"
     train_tiny_here([out, 4, "--save-steps", 2])

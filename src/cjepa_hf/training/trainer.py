@@ -274,8 +274,13 @@ class CJEPATrainer(Trainer):
         """Where the data and the masks stand after `global_step` optimizer steps, for map-style
         datasets: Trainer skips batches in the sampler, so the collator starts at the number of
         skipped batches. (Iterable datasets: `_resume_stream`.)"""
-        steps_per_epoch = max(len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps, 1)
-        self.data_position.restart(global_step // steps_per_epoch, (global_step % steps_per_epoch) * self.args.gradient_accumulation_steps)
+        per_epoch, accumulation = self._steps_per_epoch(), self.args.gradient_accumulation_steps
+        self.data_position.restart(global_step // per_epoch, (global_step % per_epoch) * accumulation)
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch of a map-style dataset, as Trainer counts them (a last step
+        of fewer micro-batches than gradient_accumulation_steps is a step)."""
+        return max(math.ceil(len(self.get_train_dataloader()) / self.args.gradient_accumulation_steps), 1)
 
     def _planned_steps(self) -> int | None:
         """The optimizer steps this run is to reach, as Trainer computes them: max_steps, or
@@ -286,9 +291,7 @@ class CJEPATrainer(Trainer):
             return args.max_steps
         if is_stream(self.train_dataset):
             return None
-        batches, accumulation = len(self.get_train_dataloader()), args.gradient_accumulation_steps
-        per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
-        return math.ceil(args.num_train_epochs * per_epoch)
+        return math.ceil(args.num_train_epochs * self._steps_per_epoch())
 
     def _already_complete(self, checkpoint: str, planned: int) -> TrainOutput:
         """Resuming a run that already took its `planned` steps: train nothing and write nothing
