@@ -129,6 +129,17 @@ def _commit_record(path: str, message: str) -> None:
 # ============================================================================ running
 
 
+def _timed_steps(summary: dict) -> int | None:
+    """The steps the run's last process trained, the ones its train_seconds time: all of them, or
+    those after the checkpoint it resumed from (Trainer's train_runtime x train_steps_per_second
+    counts this process's steps only); 0 when it resumed a finished run; None when unknown."""
+    runtime, rate, total = summary.get("train_runtime"), summary.get("train_steps_per_second"), summary.get("global_step")
+    if runtime is not None and rate is not None:
+        steps = round(runtime * rate)
+        return min(steps, total) if total else steps
+    return 0 if runtime == 0 else None
+
+
 def make_record(
     spec: dict, name: str, seed: int, command: list[str], output_dir: str, wall: float, code_commit: str | None, load: list[float]
 ) -> dict:
@@ -146,6 +157,7 @@ def make_record(
         "code_commit": code_commit,
         "wall_seconds": round(wall, 1),
         "train_seconds": round(summary.get("wall_time_s", float("nan")), 1),
+        "timed_steps": _timed_steps(summary),
         "load_average_1min": load,
         "global_step": summary.get("global_step"),
         "metric": metric,
@@ -249,6 +261,12 @@ def load_records(folder: str) -> list[dict]:
     return records
 
 
+def _rate(record: dict) -> float | None:
+    """Seconds per 100 steps of the run's last process (records without timed_steps: every step)."""
+    steps, seconds = record.get("timed_steps", record.get("global_step")), record.get("train_seconds")
+    return 100.0 * seconds / steps if steps and seconds is not None and math.isfinite(seconds) else None
+
+
 def summarize(spec: dict, records: list[dict]) -> dict[str, dict]:
     """Per run name (in spec order): seeds, the selection metric and, when judged, the
     test-split figures (fractions, values in seed order); then the baselines per seed."""
@@ -262,6 +280,8 @@ def summarize(spec: dict, records: list[dict]) -> dict[str, dict]:
             "overrides": spec["runs"][name],
             spec["metric"]: _stats([r["value"] for r in group]),
             "train_seconds": _stats([r.get("train_seconds") for r in group]),
+            # the rate, comparable when a run was resumed and its last process trained only part of it
+            "train_seconds_per_100_steps": _stats([_rate(r) for r in group]),
         }
         if all("evaluation" in r for r in group):
             entry["linear_probe"] = _stats([r["evaluation"]["trained"]["linear_top1"] for r in group])
@@ -305,7 +325,7 @@ def table(spec: dict, summary: dict[str, dict]) -> str:
     header = ["run", "seeds", f"{metric} % (validation)", "per seed"]
     if judged:
         header += ["linear top-1 % (test)", "per seed", "k-NN top-1 % (test)", "per seed", "centred eff. rank"]
-    header += ["train min / run", "overrides"]
+    header += ["train s / 100 steps", "overrides"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, s in summary.items():
         row = [name, ", ".join(map(str, s["seeds"])), _pm(s.get(metric)), _values(s.get(metric))]
@@ -317,9 +337,9 @@ def table(spec: dict, summary: dict[str, dict]) -> str:
                 _values(s.get("knn_dino")),
                 _pm(s.get("effective_rank_centered"), 1.0),
             ]
-        train = s.get("train_seconds")
+        rate = s.get("train_seconds_per_100_steps")
         row += [
-            f"{train['mean'] / 60:.1f}" if train and train["mean"] is not None else "-",
+            f"{rate['mean']:.1f}" if rate and rate["mean"] is not None else "-",
             "`" + json.dumps(s["overrides"]) + "`" if "overrides" in s else "-",
         ]
         lines.append("| " + " | ".join(row) + " |")

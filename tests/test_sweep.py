@@ -91,6 +91,7 @@ def test_sweep_runs_records_and_summarises(swept):
     assert set(records) == {"cjepa-seed0.json", "ijepa_ema99-seed0.json"}
     for record in records.values():
         assert record["global_step"] == 4 and record["metric"] == "eval_knn_top1"
+        assert record["timed_steps"] == 4 and record["train_seconds"] > 0  # one process trained every step
         assert [e["step"] for e in record["online_eval"]] == [2, 4]
         assert record["value"] == record["online_eval"][-1]["eval_knn_top1"] and 0.0 < record["value"] <= 1.0
     # the overrides reached the runs
@@ -100,6 +101,8 @@ def test_sweep_runs_records_and_summarises(swept):
     assert config["vicreg_std_coeff"] == 20  # the common config_overrides merged with the run's
     summary = json.loads((tmp_path / "results" / "tiny_summary.json").read_text())["summary"]
     assert summary["cjepa"]["eval_knn_top1"]["values"] == [records["cjepa-seed0.json"]["value"]]
+    rate = records["cjepa-seed0.json"]["train_seconds"] * 100 / 4
+    assert summary["cjepa"]["train_seconds_per_100_steps"]["values"] == [pytest.approx(rate)]
     assert (tmp_path / "results" / "tiny_online_knn.png").read_bytes()[:4] == b"\x89PNG"
     assert "ijepa_ema99" in (tmp_path / "results" / "tiny_table.md").read_text()
 
@@ -119,7 +122,8 @@ def test_a_finished_sweep_runs_nothing_and_an_interrupted_run_resumes(swept, tmp
     (tmp_path / "records" / "ijepa_ema99-seed0.json").unlink()  # ... and another run, which --only leaves alone
     proc = _sweep(tmp_path, spec, "--only", "cjepa")
     assert "1 runs to do" in proc.stderr and "--resume_from_checkpoint latest" in proc.stderr
-    assert (tmp_path / "records" / "cjepa-seed0.json").exists()
+    # its process resumed a finished run (checkpoint-4): it trained no step, so it times none
+    assert json.loads((tmp_path / "records" / "cjepa-seed0.json").read_text())["timed_steps"] == 0
     assert not (tmp_path / "records" / "ijepa_ema99-seed0.json").exists()
 
 
