@@ -145,7 +145,8 @@ def make_record(
 ) -> dict:
     with open(os.path.join(output_dir, "pretrain_summary.json")) as f:
         summary = json.load(f)
-    online = summary.get("online_eval", [])
+    # one entry per step: a resumed run evaluates its checkpoint's step again at start (eval_on_start)
+    online = list({e["step"]: e for e in summary.get("online_eval", [])}.values())
     metric = spec["metric"]
     record = {
         "name": name,
@@ -360,7 +361,7 @@ def plot_online_knn(spec: dict, records: list[dict], path: str) -> str | None:
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     for i, name in enumerate(names):
         for j, record in enumerate(sorted((r for r in records if r["name"] == name), key=lambda r: r["seed"])):
-            points = [(e["step"], 100 * e[spec["metric"]]) for e in record["online_eval"] if spec["metric"] in e]
+            points = sorted({e["step"]: 100 * e[spec["metric"]] for e in record["online_eval"] if spec["metric"] in e}.items())
             ax.plot(
                 *zip(*points), color=cmap(i), alpha=0.85, lw=1.4, marker="." if len(points) < 30 else None, label=name if j == 0 else None
             )

@@ -135,3 +135,23 @@ def test_bad_specs_are_refused(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, SWEEP, str(spec), "--summarize_only"], capture_output=True, text=True, env=env)
     assert proc.returncode != 0 and "unknown keys ['sedes']" in proc.stderr
+
+
+def test_a_resumed_runs_record_has_one_evaluation_per_step(tmp_path):
+    """A run resumed from checkpoint-4 evaluates step 4 again at start (eval_on_start): its record
+    keeps one entry per step (the later one), and its timed steps are those after the checkpoint."""
+    import importlib
+
+    sys.path.insert(0, os.path.dirname(SWEEP))
+    try:
+        sweep = importlib.import_module("sweep")
+    finally:
+        sys.path.pop(0)
+    online = [{"step": 0, "eval_knn_top1": 0.1}, {"step": 4, "eval_knn_top1": 0.4}, {"step": 4, "eval_knn_top1": 0.4}]
+    online.append({"step": 6, "eval_knn_top1": 0.6})
+    summary = {"online_eval": online, "global_step": 6, "wall_time_s": 9.0, "train_runtime": 8.0, "train_steps_per_second": 0.25}
+    (tmp_path / "pretrain_summary.json").write_text(json.dumps(summary))
+    spec = {"metric": "eval_knn_top1", "runs": {"a": {}}, "common": {}, "recipe": "r.json"}
+    record = sweep.make_record(spec, "a", 0, ["python"], str(tmp_path), 10.0, None, [0.0])
+    assert [e["step"] for e in record["online_eval"]] == [0, 4, 6] and record["value"] == 0.6
+    assert record["timed_steps"] == 2  # 8 s at 0.25 steps/s: steps 5 and 6
