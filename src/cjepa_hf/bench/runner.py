@@ -33,7 +33,7 @@ from .memory import measure_peak_memory, state_bytes
 from .report import write_json
 from .step import DTYPES, PLAIN_OPTIONS, SPLIT_KEYS, STEP, StepOptions, TrainerStep, device_batch, summarize_times, synthetic_masks
 
-# A test-size model (the shape of tests/conftest.py's TINY), for smoke runs.
+# A test-size model, for smoke runs (tests/conftest.py takes its TINY from here).
 TINY_PRESET = dict(
     image_size=32,
     patch_size=4,
