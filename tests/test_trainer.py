@@ -139,6 +139,33 @@ def test_consecutive_nonfinite_losses_stop_training(tmp_path, tiny_config):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+def test_nonfinite_weights_or_optimizer_state_are_never_saved(tmp_path, tiny_config):
+    """An update with a finite loss can overflow the weights (here: set by hand after step 4):
+    the checkpoint of that step and the final save are refused before any file is written,
+    naming the tensors; the checkpoint before stays valid."""
+    trainer = tiny_trainer(tmp_path, config=tiny_config, data=tiny_data(), max_steps=4, save_strategy="steps", save_steps=2)
+    model = trainer.model
+    weight_name, weight = next(model.named_parameters())
+    context_name, context = next((n, p) for n, p in model.named_parameters() if n.startswith("context_encoder."))
+
+    class Overflow(__import__("transformers").TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 4:
+                with torch.no_grad():
+                    weight.view(-1)[0] = float("inf")
+                    trainer.optimizer.state[context]["exp_avg_sq"].view(-1)[-1] = float("nan")
+
+    trainer.add_callback(Overflow())
+    with pytest.raises(FloatingPointError, match=r"not writing .*checkpoint-4'?: 2 tensor\(s\) hold NaN or infinity") as error:
+        trainer.train()
+    assert weight_name in str(error.value) and f"optimizer exp_avg_sq of {context_name}" in str(error.value)
+    assert not (tmp_path / "checkpoint-4").exists()
+    validate_checkpoint(str(tmp_path / "checkpoint-2"))
+    with pytest.raises(FloatingPointError, match=rf"not writing .*final'?: 1 tensor\(s\) .*\({weight_name}\)"):
+        trainer.save_model(str(tmp_path / "final"))
+    assert not (tmp_path / "final").exists()
+
+
 # ----------------------------------------------------------------------------- resume
 
 

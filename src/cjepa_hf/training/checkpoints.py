@@ -8,7 +8,9 @@ archives, JSON shapes, finite weights read with `safetensors.safe_open`);
 model.safetensors and optimizer.pt (`pytorch_model_fsdp_0/`, `optimizer_0/`, written by
 torch.distributed.checkpoint): their byte ranges are checked against their metadata and the
 weights read back whole and required finite. A full disk during a save becomes a
-`DiskFullError` (an OSError, errno ENOSPC) naming the checkpoint (`as_disk_full`).
+`DiskFullError` (an OSError, errno ENOSPC) naming the checkpoint (`as_disk_full`). Nothing
+non-finite is written: `refuse_nonfinite_save` stops a save whose weights or optimizer state
+hold a NaN or an infinity (an update with a finite loss can overflow them) before any file.
 """
 
 from __future__ import annotations
@@ -310,6 +312,39 @@ def rotate_checkpoints(run_dir: str, limit: int | None, protected: list[str | No
         remaining -= 1
 
 
+def nonfinite_tensors(model: torch.nn.Module, optimizer: Any = None) -> list[str]:
+    """Names of this process's floating-point tensors that hold a NaN or an infinity: the
+    model's state dict (FSDP: this process's shards) and the optimizer's state, named
+    `optimizer <key> of <parameter>`. One host sync."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    found = list(model.state_dict().items())
+    for param, state in optimizer.state.items() if optimizer is not None else ():
+        found += [(f"optimizer {key} of {names.get(id(param), '?')}", t) for key, t in state.items() if torch.is_tensor(t)]
+    found = [(name, getattr(t, "_local_tensor", t)) for name, t in found]
+    found = [(name, t) for name, t in found if t.is_floating_point() and t.numel()]
+    if not found:
+        return []
+    finite = torch.stack([torch.isfinite(t).all().to(found[0][1].device) for _, t in found]).tolist()
+    return [name for (name, _), ok in zip(found, finite) if not ok]
+
+
+def refuse_nonfinite_save(folder: str, accelerator: Any, model: torch.nn.Module, optimizer: Any = None) -> None:
+    """Raise `FloatingPointError` before anything of `folder` is written when a weight (or, with
+    `optimizer`, an optimizer state) of any process holds a NaN or an infinity. Every process
+    calls it (FSDP shards differ between processes; their counts are summed)."""
+    bad = nonfinite_tensors(model, optimizer)
+    count = torch.tensor(float(len(bad)), device=accelerator.device)
+    if accelerator.num_processes > 1:
+        count = accelerator.reduce(count, reduction="sum")
+    if count.item():
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "") if bad else "on another process"
+        raise FloatingPointError(
+            f"not writing {folder!r}: {int(count.item())} tensor(s) hold NaN or infinity ({shown}), and nothing "
+            "non-finite is ever saved. An update overflowed them (the learning rate is likely too high): resume from "
+            "the latest checkpoint (resume_from_checkpoint='latest', whose weights are finite) with a lower one"
+        )
+
+
 def write_json_atomically(path: str, obj: Any) -> None:
     """Write JSON to path.tmp, then rename it to path: path is complete or absent, never a
     half-written file (a kill or a full disk mid-write)."""
@@ -371,6 +406,8 @@ __all__ = [
     "as_disk_full",
     "disk_full_reported",
     "latest_valid_checkpoint",
+    "nonfinite_tensors",
+    "refuse_nonfinite_save",
     "rotate_checkpoints",
     "validate_checkpoint",
     "write_json_atomically",

@@ -50,12 +50,7 @@ from ..modeling_cjepa import CJEPAForPreTraining
 from ..online_eval import KNNMonitorSet, OnlineLinearProbe, infer_num_labels
 from .arguments import CJEPATrainingArguments
 from .callback import CJEPACallback
-from .checkpoints import (
-    STATE_FILE,
-    disk_full_reported,
-    rotate_checkpoints,
-    write_json_atomically,
-)
+from .checkpoints import STATE_FILE, disk_full_reported, nonfinite_tensors, refuse_nonfinite_save, rotate_checkpoints, write_json_atomically
 from .compile import compile_model, mark_dynamic_masks
 from .data_hooks import SeekableStream, check_one_batch_fits, is_stream, start_epoch, stream_num_examples
 from .fsdp import gather_target_encoder, prepare_fsdp
@@ -492,20 +487,12 @@ class CJEPATrainer(Trainer):
         """Stop with an error after max_consecutive_nonfinite skipped steps in a row (a host sync)."""
         consecutive = int(self.step_state.consecutive_nonfinite.item())
         if consecutive >= self.args.max_consecutive_nonfinite:
-            model = self.accelerator.unwrap_model(self.model)
-            local = [getattr(t, "_local_tensor", t) for t in model.state_dict().values()]  # FSDP: this process's shards
-            finite = all(bool(torch.isfinite(t).all()) for t in local if t.is_floating_point())
-            where = (
-                "their updates were skipped and no NaN weights were written"
-                if finite
-                else "their updates were skipped, but the weights themselves are no longer finite (an update with a finite "
-                "loss overflowed them): checkpoints written since then fail validate_checkpoint; resume from the "
-                "latest valid one"
-            )
+            finite = not nonfinite_tensors(self.accelerator.unwrap_model(self.model))  # FSDP: this process's shards
+            where = "no NaN weights were written" if finite else "the weights themselves overflowed, and no checkpoint holds them"
             raise FloatingPointError(
                 f"{consecutive} consecutive non-finite losses (max_consecutive_nonfinite="
-                f"{self.args.max_consecutive_nonfinite}) at step {self.state.global_step}: {where}; lower the "
-                "learning rate or check the data"
+                f"{self.args.max_consecutive_nonfinite}) at step {self.state.global_step}: their updates were skipped and "
+                f"{where}; lower the learning rate or check the data"
             )
 
     # ---------------------------------------------------------------- checkpoints
@@ -519,6 +506,7 @@ class CJEPATrainer(Trainer):
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         limit = self.args.save_total_limit
         marker = os.path.join(folder, STATE_FILE)
+        refuse_nonfinite_save(folder, self.accelerator, self.accelerator.unwrap_model(model), self.optimizer)
         if self.args.should_save and os.path.exists(marker):
             # A folder of this step from an earlier run (resumed from an older checkpoint):
             # until the new save completes, its files are a mix, so it must not look complete.
@@ -578,6 +566,8 @@ class CJEPATrainer(Trainer):
         config.json and preprocessor_config.json are written here); any other save gathers the
         full model (every process takes part) into an ordinary model.safetensors."""
         folder = output_dir if output_dir is not None else self.args.output_dir
+        if not _internal_call:  # a checkpoint's weights were checked, with the optimizer's state, before it
+            refuse_nonfinite_save(folder, self.accelerator, self.accelerator.unwrap_model(self.model))
         with disk_full_reported(folder):
             if self.is_fsdp_enabled and _internal_call:
                 if self.args.should_save:
