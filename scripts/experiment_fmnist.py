@@ -63,19 +63,18 @@ from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
 
 logger = logging.getLogger("cjepa_hf.experiment_fmnist")
 
-# The quick start's model (recipes/quickstart-fashion-mnist.json): 32 px, patch 4 -> 8x8 grid.
-MODEL = dict(
-    image_size=32,
-    patch_size=4,
-    hidden_size=96,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    predictor_hidden_size=64,
-    predictor_num_hidden_layers=2,
-    predictor_num_attention_heads=4,
-    projector_dims=(256, 256),
-    min_keep=4,
-)
+QUICKSTART_RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes", "quickstart-fashion-mnist.json")
+
+
+def quickstart_model() -> dict:
+    """The quick start's architecture (its recipe's config_overrides without the objective's
+    `*vicreg*` fields, which METHODS and --model_overrides set): 32 px, patch 4 -> 8x8 grid."""
+    with open(QUICKSTART_RECIPE) as f:
+        overrides = json.loads(json.load(f)["config_overrides"])
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if "vicreg" not in k}
+
+
+MODEL = quickstart_model()
 METHODS = {
     "cjepa": dict(vicreg_weight=0.001),  # the paper's objective (its default coefficients 25/25/1)
     "ijepa": dict(vicreg_weight=0.0),
