@@ -145,7 +145,8 @@ def make_record(
 ) -> dict:
     with open(os.path.join(output_dir, "pretrain_summary.json")) as f:
         summary = json.load(f)
-    # one entry per step: a resumed run evaluates its checkpoint's step again at start (eval_on_start)
+    # one entry per step: a run resumed by older code (the study's, 98bb36f) evaluated its
+    # checkpoint's step again at start (eval_on_start)
     online = list({e["step"]: e for e in summary.get("online_eval", [])}.values())
     metric = spec["metric"]
     record = {

@@ -119,6 +119,22 @@ def test_knn_monitor_equals_the_offline_knn_on_the_same_features(tmp_path):
     assert evals[-1]["eval_linear_top1"] == trainer.online_probe.accuracy(features[60:], labels[60:])
 
 
+def test_a_resumed_run_does_not_evaluate_its_checkpoints_step_again(tmp_path):
+    monitor = KNNMonitorSet("fashion_mnist", image_size=32, patch_size=4, bank_size=20, query_size=10)
+    kw = dict(eval_dataset=monitor, online_probe_num_labels=10, eval_strategy="steps", eval_steps=2, eval_on_start=True)
+    tiny_trainer(tmp_path, tiny_data(labels=True), max_steps=2, save_strategy="steps", save_steps=2, **kw).train()
+    trainer = tiny_trainer(tmp_path, tiny_data(labels=True), max_steps=4, **kw)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    # step 2's evaluation comes from the checkpoint's log; eval_on_start does not repeat it
+    assert [h["step"] for h in trainer.state.log_history if "eval_knn_top1" in h] == [0, 2, 4]
+    assert trainer.args.eval_on_start  # the user's setting, back after the run
+    # from a checkpoint of a step that was not evaluated, eval_on_start does evaluate it
+    tiny_trainer(tmp_path / "b", tiny_data(labels=True), max_steps=3, save_strategy="steps", save_steps=3, **kw).train()
+    trainer = tiny_trainer(tmp_path / "b", tiny_data(labels=True), max_steps=4, **kw)
+    trainer.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-3"))
+    assert [h["step"] for h in trainer.state.log_history if "eval_knn_top1" in h] == [0, 2, 3, 4]
+
+
 def _flat(monitor):
     for positions, pixels, labels in monitor.batches(batch_size=7):
         yield from zip(positions.tolist(), pixels, labels.tolist())

@@ -138,8 +138,9 @@ def test_bad_specs_are_refused(tmp_path):
 
 
 def test_a_resumed_runs_record_has_one_evaluation_per_step(tmp_path):
-    """A run resumed from checkpoint-4 evaluates step 4 again at start (eval_on_start): its record
-    keeps one entry per step (the later one), and its timed steps are those after the checkpoint."""
+    """A run resumed from checkpoint-4 by older code (the study's) evaluated step 4 again at start
+    (eval_on_start): its record keeps one entry per step (the later one), and its timed steps are
+    those after the checkpoint."""
     import importlib
 
     sys.path.insert(0, os.path.dirname(SWEEP))

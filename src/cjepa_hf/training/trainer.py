@@ -310,12 +310,15 @@ class CJEPATrainer(Trainer):
         check_storage(self.args, self.args.save_strategy != "no" or bool(resume_from_checkpoint), sharded=self.is_fsdp_enabled)
         # validated (also the shapes of the JSON read below), the same step on every process
         resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir, self.args.world_size)
-        skip_replay = False
+        skip_replay = evaluated = False
         if resume_from_checkpoint:
             with open(os.path.join(resume_from_checkpoint, STATE_FILE)) as f:
                 saved = json.load(f)
             with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as f:
-                global_step = json.load(f)["global_step"]
+                trainer_state = json.load(f)
+            global_step = trainer_state["global_step"]
+            # the checkpoint's log holds its step's evaluation: eval_on_start would log it twice
+            evaluated = any(h.get("step") == global_step and "eval_runtime" in h for h in trainer_state["log_history"])
             self.step_state.restore_counts(saved)
             if self.online_probe is not None:
                 self.online_probe.load(resume_from_checkpoint)
@@ -331,13 +334,14 @@ class CJEPATrainer(Trainer):
                 # Trainer would replay the stream from epoch 0, decoding every skipped batch,
                 # and restart the next epoch at its beginning: the stream seeks itself instead.
                 skip_replay = self._resume_stream(resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers"))
-        if not skip_replay:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        self.args.ignore_data_skip = True
+        restore = {"ignore_data_skip": self.args.ignore_data_skip, "eval_on_start": self.args.eval_on_start}
+        self.args.ignore_data_skip = self.args.ignore_data_skip or skip_replay
+        self.args.eval_on_start = self.args.eval_on_start and not evaluated
         try:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
-            self.args.ignore_data_skip = False
+            for key, value in restore.items():
+                setattr(self.args, key, value)
 
     # ---------------------------------------------------------------- the loss
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
