@@ -48,6 +48,7 @@ import torch
 from transformers import HfArgumentParser, TrainerCallback, set_seed
 
 from cjepa_hf import CJEPAConfig, CJEPAForPreTraining, CJEPAModel
+from cjepa_hf.configuration_cjepa import parse_config_overrides
 from cjepa_hf.data import build_pretrain_dataset, load_fashion_mnist
 from cjepa_hf.evaluation import (
     DEFAULT_WEIGHT_DECAYS,
@@ -70,7 +71,7 @@ def quickstart_model() -> dict:
     """The quick start's architecture (its recipe's config_overrides without the objective's
     `*vicreg*` fields, which METHODS and --model_overrides set): 32 px, patch 4 -> 8x8 grid."""
     with open(QUICKSTART_RECIPE) as f:
-        overrides = json.loads(json.load(f)["config_overrides"])
+        overrides = parse_config_overrides(json.load(f)["config_overrides"])
     return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if "vicreg" not in k}
 
 
