@@ -156,3 +156,31 @@ def test_a_resumed_runs_record_has_one_evaluation_per_step(tmp_path):
     record = sweep.make_record(spec, "a", 0, ["python"], str(tmp_path), 10.0, None, [0.0])
     assert [e["step"] for e in record["online_eval"]] == [0, 4, 6] and record["value"] == 0.6
     assert record["timed_steps"] == 2  # 8 s at 0.25 steps/s: steps 5 and 6
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "recipes", "sweeps"))))
+def test_committed_specs_load_and_their_overrides_make_valid_configs(name):
+    """Every spec in recipes/sweeps/ passes load_spec, names a recipe that exists, and each of its
+    runs' config_overrides, merged into the recipe's, builds a CJEPAConfig (which validates)."""
+    import importlib
+
+    from cjepa_hf import CJEPAConfig
+    from cjepa_hf.configuration_cjepa import parse_config_overrides
+
+    sys.path.insert(0, os.path.dirname(SWEEP))
+    try:
+        sweep = importlib.import_module("sweep")
+    finally:
+        sys.path.pop(0)
+    spec = sweep.load_spec(os.path.join(ROOT, "recipes", "sweeps", name))
+    recipe_path = os.path.join(ROOT, spec["recipe"])
+    assert os.path.exists(recipe_path), spec["recipe"]
+    with open(recipe_path) as f:
+        base = parse_config_overrides(json.load(f).get("config_overrides"))
+    common = parse_config_overrides(spec["common"].get("config_overrides"))
+    for run, flags in spec["runs"].items():
+        fields = {**base, **common, **parse_config_overrides(flags.get("config_overrides"))}
+        config = CJEPAConfig(**fields).to_dict()
+        for key, value in fields.items():  # every field the run asks for reaches the config
+            got = config[key]
+            assert (list(got) if isinstance(got, tuple) else got) == value, (run, key, got, value)
