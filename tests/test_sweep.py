@@ -18,6 +18,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _sweep_module():
+    """scripts/sweep.py imported as a module (scripts/ is not a package)."""
+    import importlib
+
+    sys.path.insert(0, os.path.dirname(SWEEP))
+    try:
+        return importlib.import_module("sweep")
+    finally:
+        sys.path.pop(0)
+
+
 def _spec(tmp_path, **extra):
     recipe = {
         "dataset": "fashion_mnist",
@@ -141,13 +152,7 @@ def test_a_resumed_runs_record_has_one_evaluation_per_step(tmp_path):
     """A run resumed from checkpoint-4 by older code (the study's) evaluated step 4 again at start
     (eval_on_start): its record keeps one entry per step (the later one), and its timed steps are
     those after the checkpoint."""
-    import importlib
-
-    sys.path.insert(0, os.path.dirname(SWEEP))
-    try:
-        sweep = importlib.import_module("sweep")
-    finally:
-        sys.path.pop(0)
+    sweep = _sweep_module()
     online = [{"step": 0, "eval_knn_top1": 0.1}, {"step": 4, "eval_knn_top1": 0.4}, {"step": 4, "eval_knn_top1": 0.4}]
     online.append({"step": 6, "eval_knn_top1": 0.6})
     summary = {"online_eval": online, "global_step": 6, "wall_time_s": 9.0, "train_runtime": 8.0, "train_steps_per_second": 0.25}
@@ -162,16 +167,10 @@ def test_a_resumed_runs_record_has_one_evaluation_per_step(tmp_path):
 def test_committed_specs_load_and_their_overrides_make_valid_configs(name):
     """Every spec in recipes/sweeps/ passes load_spec, names a recipe that exists, and each of its
     runs' config_overrides, merged into the recipe's, builds a CJEPAConfig (which validates)."""
-    import importlib
-
     from cjepa_hf import CJEPAConfig
     from cjepa_hf.configuration_cjepa import parse_config_overrides
 
-    sys.path.insert(0, os.path.dirname(SWEEP))
-    try:
-        sweep = importlib.import_module("sweep")
-    finally:
-        sys.path.pop(0)
+    sweep = _sweep_module()
     spec = sweep.load_spec(os.path.join(ROOT, "recipes", "sweeps", name))
     recipe_path = os.path.join(ROOT, spec["recipe"])
     assert os.path.exists(recipe_path), spec["recipe"]
