@@ -318,3 +318,60 @@ def test_seeded_init_does_not_depend_on_the_projector():
     torch.manual_seed(1)
     other = CJEPAForPreTraining(CJEPAConfig(**{**TINY, "vicreg_weight": 0.0})).state_dict()
     assert not torch.equal(other["predictor.predictor_embed.weight"], without["predictor.predictor_embed.weight"])
+
+
+# Each named objective: the fields it sets, the name read back from them, and the terms the
+# model then computes (and nothing else).
+OBJECTIVE_TABLE = [
+    # name, vicreg_weight, vicreg_source, encoder_vicreg_weight, VICReg term on, encoder term on
+    ("ijepa", 0.0, None, 0.0, False, False),
+    ("cjepa", 0.001, "predictor", 0.0, True, False),
+    ("cjepa-context", 0.001, "context", 0.0, True, False),
+    ("ijepa+encvar", 0.0, None, 0.05, False, True),
+    ("cjepa+encvar", 0.001, "predictor", 0.05, True, True),
+    ("cjepa-context+encvar", 0.001, "context", 0.05, True, True),
+]
+
+
+@pytest.mark.parametrize("name, beta, source, enc_weight, vicreg_on, encoder_on", OBJECTIVE_TABLE)
+def test_named_objective_builds_what_it_claims(name, beta, source, enc_weight, vicreg_on, encoder_on):
+    from cjepa_hf.configuration_cjepa import OBJECTIVES, objective_overrides
+
+    assert name in OBJECTIVES and len(OBJECTIVES) == len(OBJECTIVE_TABLE)
+    fields = objective_overrides(name)
+    config = CJEPAConfig(**{**TINY, **fields})
+    assert config.objective == name
+    assert config.vicreg_weight == beta and config.encoder_vicreg_weight == enc_weight
+    if source is not None:
+        assert config.vicreg_source == source
+    if encoder_on:
+        assert config.encoder_vicreg_features == "tokens"
+    # a run's own weights, merged over the name's, keep the name while the term stays on
+    tuned = CJEPAConfig(**{**TINY, **fields, **({"vicreg_weight": 0.3} if vicreg_on else {})})
+    assert tuned.objective == name
+    torch.manual_seed(0)
+    model = CJEPAForPreTraining(config)
+    out = model(*_inputs(config))
+    assert (out.vicreg_loss is not None) == vicreg_on
+    assert (out.encoder_vicreg_loss is not None) == encoder_on
+    expected = out.jepa_loss
+    if vicreg_on:
+        expected = expected + beta * out.vicreg_loss
+    if encoder_on:
+        expected = expected + enc_weight * out.encoder_vicreg_loss
+    assert torch.allclose(out.loss, expected)
+    description = config.describe_objective()
+    assert description["name"] == name
+    origins = [term["origin"] for term in description["terms"]]
+    assert any("Mo & Tong" in o for o in origins) == vicreg_on
+    assert any("this project" in o for o in origins) == encoder_on
+
+
+def test_objective_name_follows_the_fields_not_a_label():
+    from cjepa_hf.configuration_cjepa import objective_overrides
+
+    # the paper's term switched off by an override is I-JEPA, whatever it was asked for as
+    assert CJEPAConfig(**{**TINY, **objective_overrides("cjepa"), "vicreg_weight": 0.0}).objective == "ijepa"
+    assert CJEPAConfig(**TINY).objective == "cjepa"  # the config's defaults are the paper's
+    with pytest.raises(ValueError, match=r"objective must be one of .*got 'cjepa_context'.*did you mean 'cjepa-context'"):
+        objective_overrides("cjepa_context")

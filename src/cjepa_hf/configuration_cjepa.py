@@ -86,6 +86,53 @@ _ARCHITECTURE_FIELDS = (
 )
 
 
+# The named objectives. "ijepa" is I-JEPA's (Assran et al., CVPR 2023); "cjepa" is C-JEPA as the
+# paper's Algorithm 1 computes it (Mo & Tong, NeurIPS 2024: VICReg between the projected per-block
+# means of the predictor's outputs); "cjepa-context" is the paper's prose reading (variance and
+# covariance of the context embeddings, invariance between context and target embeddings). The
+# "+encvar" suffix adds this project's encoder regulariser (variance and covariance of the context
+# encoder's own output), which is in neither paper. A name is derived from the loss fields
+# (`CJEPAConfig.objective`), so it cannot disagree with what is trained.
+OBJECTIVES = ("ijepa", "cjepa", "cjepa-context", "ijepa+encvar", "cjepa+encvar", "cjepa-context+encvar")
+# The loss fields each name sets when it is asked for by name (`objective_overrides`); the weights
+# are the papers' where they give one (beta = 0.001) and the small-data study's otherwise.
+_OBJECTIVE_FIELDS: dict[str, dict[str, Any]] = {
+    "ijepa": dict(vicreg_weight=0.0, encoder_vicreg_weight=0.0),
+    "cjepa": dict(vicreg_weight=0.001, vicreg_source="predictor", encoder_vicreg_weight=0.0),
+    "cjepa-context": dict(vicreg_weight=0.001, vicreg_source="context", encoder_vicreg_weight=0.0),
+}
+_ENCVAR_FIELDS = dict(encoder_vicreg_weight=0.05, encoder_vicreg_features="tokens")
+# Every CJEPAConfig field that changes the loss; `describe_objective` reports each one that is in force.
+LOSS_FIELDS = (
+    "jepa_loss",
+    "smooth_l1_beta",
+    "vicreg_weight",
+    "vicreg_sim_coeff",
+    "vicreg_std_coeff",
+    "vicreg_cov_coeff",
+    "vicreg_eps",
+    "vicreg_source",
+    "projector_dims",
+    "encoder_vicreg_weight",
+    "encoder_vicreg_features",
+)
+
+
+def objective_overrides(name: str) -> dict[str, Any]:
+    """The loss fields of the objective `name` (one of `OBJECTIVES`), to merge under a run's own
+    config overrides: `{**objective_overrides("cjepa"), **overrides}` trains C-JEPA with the
+    overrides' weights."""
+    if name not in OBJECTIVES:
+        close = difflib.get_close_matches(str(name), OBJECTIVES, n=2, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {name!r}{hint}")
+    base, _, extra = name.partition("+")
+    fields = dict(_OBJECTIVE_FIELDS[base])
+    if extra:
+        fields.update(_ENCVAR_FIELDS)
+    return fields
+
+
 def as_float_pair(name: str, value: Any) -> tuple[float, float]:
     """(min, max) as floats, or a ValueError naming the field and the value."""
     try:
@@ -340,6 +387,89 @@ class CJEPAConfig(PreTrainedConfig):
     def num_patches(self) -> int:
         return self.grid_size**2
 
+    # ------------------------------------------------------------------ the objective
+    @property
+    def objective(self) -> str:
+        """The objective's name (one of `OBJECTIVES`), read from the loss fields: "ijepa" when
+        the paper's VICReg term is off, "cjepa" / "cjepa-context" when it is on (by
+        `vicreg_source`), with "+encvar" when the encoder regulariser is on."""
+        if self.vicreg_weight > 0:
+            base = "cjepa" if self.vicreg_source == "predictor" else "cjepa-context"
+        else:
+            base = "ijepa"
+        return base + ("+encvar" if self.encoder_vicreg_weight > 0 else "")
+
+    def describe_objective(self) -> dict[str, Any]:
+        """What this config trains, term by term: ``{"name", "formula", "terms": [...]}``; each
+        term is ``{"term", "weight", "origin", "fields"}`` where `fields` holds every loss field
+        (`LOSS_FIELDS`) that term reads, with its value. Terms that are off are left out. Model
+        cards are written from this, never from fields copied by hand."""
+        jepa_fields = {"jepa_loss": self.jepa_loss}
+        if self.jepa_loss == "smooth_l1":
+            jepa_fields["smooth_l1_beta"] = self.smooth_l1_beta
+        terms = [
+            dict(
+                term="JEPA prediction loss (predicted against layer-normed target-encoder features at the target patches)",
+                weight=1.0,
+                origin="I-JEPA (Assran et al., CVPR 2023)",
+                fields=jepa_fields,
+            )
+        ]
+        formula = "L_jepa"
+        if self.vicreg_weight > 0:
+            where = (
+                "between the projected per-block means of the predictor's outputs, every ordered pair of target blocks (Algorithm 1)"
+                if self.vicreg_source == "predictor"
+                else "between the projected mean context embedding and the projected per-block means of the target "
+                "features, each (context, block) pair (the paper's prose)"
+            )
+            terms.append(
+                dict(
+                    term=f"VICReg {where}",
+                    weight=self.vicreg_weight,
+                    origin="C-JEPA (Mo & Tong, NeurIPS 2024)",
+                    fields={
+                        name: getattr(self, name)
+                        for name in (
+                            "vicreg_weight",
+                            "vicreg_source",
+                            "vicreg_sim_coeff",
+                            "vicreg_std_coeff",
+                            "vicreg_cov_coeff",
+                            "vicreg_eps",
+                            "projector_dims",
+                        )
+                    },
+                )
+            )
+            formula += (
+                f" + {self.vicreg_weight:g} * ({self.vicreg_sim_coeff:g} inv + {self.vicreg_std_coeff:g} var"
+                f" + {self.vicreg_cov_coeff:g} cov)"
+            )
+        if self.encoder_vicreg_weight > 0:
+            terms.append(
+                dict(
+                    term=f"encoder regulariser: variance and covariance of the context encoder's output ({self.encoder_vicreg_features})",
+                    weight=self.encoder_vicreg_weight,
+                    origin="this project (in neither paper)",
+                    fields={
+                        name: getattr(self, name)
+                        for name in (
+                            "encoder_vicreg_weight",
+                            "encoder_vicreg_features",
+                            "vicreg_std_coeff",
+                            "vicreg_cov_coeff",
+                            "vicreg_eps",
+                        )
+                    },
+                )
+            )
+            formula += (
+                f" + {self.encoder_vicreg_weight:g} * ({self.vicreg_std_coeff:g} var + {self.vicreg_cov_coeff:g} cov)"
+                f"[encoder {self.encoder_vicreg_features}]"
+            )
+        return {"name": self.objective, "formula": formula, "terms": terms}
+
     # ------------------------------------------------------------------ validation
     def validate_cjepa(self) -> None:
         """Raise `ValueError` naming the field, its value and what is allowed."""
@@ -511,6 +641,9 @@ def parse_config_overrides(text: str | dict | None) -> dict[str, Any]:
 
 __all__ = [
     "CJEPAConfig",
+    "LOSS_FIELDS",
+    "OBJECTIVES",
+    "objective_overrides",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MaskingSpec",
