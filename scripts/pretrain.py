@@ -34,7 +34,7 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from cjepa_hf import PRESET_NAMES, CJEPAConfig, CJEPAForPreTraining
-from cjepa_hf.configuration_cjepa import parse_config_overrides
+from cjepa_hf.configuration_cjepa import OBJECTIVES, objective_overrides, parse_config_overrides
 from cjepa_hf.data import build_pretrain_dataset, is_fashion_mnist
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.modeling_cjepa import build_image_processor
@@ -56,6 +56,13 @@ class ModelArguments:
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "CJEPAConfig fields: a JSON object ('{\"vicreg_weight\": 0}') or k=v,k2=v2 (merged into the recipe's)."},
+    )
+    objective: str | None = field(
+        default=None,
+        metadata={
+            "help": "The objective by name: " + ", ".join(OBJECTIVES) + ". Sets its loss fields under --config_overrides "
+            "(which may change its weights); the run refuses to start if the overrides turn it into another objective."
+        },
     )
 
 
@@ -142,9 +149,20 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Evaluati
 
 def build_config(model_args: ModelArguments) -> CJEPAConfig:
     overrides = parse_config_overrides(model_args.config_overrides)
-    if model_args.preset:
-        return CJEPAConfig.from_preset(model_args.preset, **overrides)
-    return CJEPAConfig(**overrides)
+    if model_args.objective:
+        overrides = {**objective_overrides(model_args.objective), **overrides}
+    config = CJEPAConfig.from_preset(model_args.preset, **overrides) if model_args.preset else CJEPAConfig(**overrides)
+    check_objective(config, model_args.objective, "--config_overrides")
+    return config
+
+
+def check_objective(config: CJEPAConfig, requested: str | None, source: str) -> None:
+    """A run asked for by objective name trains that objective, or does not start."""
+    if requested and config.objective != requested:
+        raise ValueError(
+            f"--objective {requested} was asked for, but {source} make the loss {config.objective!r} "
+            f"({config.describe_objective()['formula']}); change --objective or the loss fields"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -159,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.model_name_or_path:
         model = CJEPAForPreTraining.from_pretrained(model_args.model_name_or_path)
         config = model.config
+        check_objective(config, model_args.objective, f"the loss fields of {model_args.model_name_or_path}")
     else:
         config = build_config(model_args)
         model = CJEPAForPreTraining(config)
@@ -220,7 +239,13 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.time() - start
     trainer.save_model()  # the full CJEPAForPreTraining, to continue training (FSDP: gathered)
     trainer.save_state()  # trainer_state.json: the whole log history beside the model
-    summary = {"wall_time_s": wall, "global_step": trainer.state.global_step, **result.metrics}
+    summary = {
+        "objective": config.objective,
+        "loss": config.describe_objective()["formula"],
+        "wall_time_s": wall,
+        "global_step": trainer.state.global_step,
+        **result.metrics,
+    }
     # FSDP: rank 0 judges a full copy of the sharded target encoder (every rank takes part in the gather)
     encoder = gather_target_encoder(model) if trainer.is_fsdp_enabled and eval_args.final_eval_dataset else model.target_encoder
     if trainer.is_world_process_zero():
@@ -274,8 +299,10 @@ def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: Dat
     size = stream_num_examples(trainer.train_dataset)
     epochs = f"{args.max_steps * global_batch / size:.2f} epochs of {size:,} images" if size else "epochs unknown (stream size not known)"
     logger.info(
-        "C-JEPA pretraining: encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; data %s [%s]; "
+        "Pretraining (objective %s: %s): encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; data %s [%s]; "
         "%d steps x global batch %d (%d per device x %d accumulation x %d processes) = %s; online probe %s; k-NN monitor %s",
+        config.objective,
+        config.describe_objective()["formula"],
         encoder / 1e6,
         trainable / 1e6,
         config.image_size,

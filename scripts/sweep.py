@@ -73,6 +73,11 @@ def load_spec(path: str) -> dict[str, Any]:
             raise ValueError(f"sweep spec {path!r}: run {name!r} must be an object of flags, got {overrides!r}")
         if name in BASELINES or "/" in name or not name:
             raise ValueError(f"sweep spec {path!r}: {name!r} cannot name a run (reserved: {BASELINES}, no '/')")
+        if "objective" not in overrides and "objective" not in spec.get("common", {}):
+            raise ValueError(
+                f'sweep spec {path!r}: run {name!r} must name its objective ("objective": one of '
+                "ijepa, cjepa, cjepa-context, ijepa+encvar, cjepa+encvar, cjepa-context+encvar), so that its records say what was trained"
+            )
     spec.setdefault("common", {})
     spec.setdefault("seeds", [0])
     spec.setdefault("metric", "eval_knn_top1")
@@ -161,6 +166,8 @@ def make_record(
         "train_seconds": round(summary.get("wall_time_s", float("nan")), 1),
         "timed_steps": _timed_steps(summary),
         "load_average_1min": load,
+        "objective": summary.get("objective"),
+        "loss": summary.get("loss"),
         "global_step": summary.get("global_step"),
         "metric": metric,
         "value": online[-1].get(metric) if online else None,

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -100,3 +102,25 @@ def test_matching_preset_ignores_image_size_and_training_fields_only():
     for change in (dict(num_hidden_layers=24), dict(predictor_num_hidden_layers=6), dict(intermediate_size=4 * 1408), dict(patch_size=14)):
         assert CJEPAConfig.from_preset("vit-g16", **change).matching_preset() is None, change
     assert CJEPAConfig().matching_preset() == "vit-b16"  # the defaults are ViT-B/16
+
+
+def test_pretrain_objective_flag_sets_the_loss_and_refuses_a_contradiction():
+    """`--objective` sets the named loss fields under the run's overrides; overrides that turn the
+    loss into another objective stop the run before anything is built."""
+    from helpers.cli import pretrain_module
+
+    pretrain = pretrain_module()
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "small-data-fashion-mnist.json")
+    config = pretrain.build_config(pretrain.parse_args([recipe])[0])
+    assert config.objective == "ijepa+encvar" and config.vicreg_weight == 0 and config.encoder_vicreg_weight == 0.05
+    config = pretrain.build_config(
+        pretrain.parse_args([recipe, "--objective", "cjepa-context", "--config_overrides", "vicreg_weight=0.2"])[0]
+    )
+    assert (config.objective, config.vicreg_source, config.vicreg_weight, config.encoder_vicreg_weight) == (
+        "cjepa-context",
+        "context",
+        0.2,
+        0,
+    )
+    with pytest.raises(ValueError, match=r"--objective cjepa was asked for, but --config_overrides make the loss 'ijepa'"):
+        pretrain.build_config(pretrain.parse_args([recipe, "--objective", "cjepa", "--config_overrides", "vicreg_weight=0"])[0])

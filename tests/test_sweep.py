@@ -54,8 +54,8 @@ def _spec(tmp_path, **extra):
         "recipe": str(tmp_path / "recipe.json"),
         "common": {"learning_rate": 1e-3, "config_overrides": "vicreg_std_coeff=20"},
         "runs": {
-            "cjepa": {"config_overrides": "vicreg_weight=0.05"},
-            "ijepa_ema99": {"config_overrides": {"vicreg_weight": 0}, "ema_momentum": 0.99},
+            "cjepa": {"objective": "cjepa", "config_overrides": "vicreg_weight=0.05"},
+            "ijepa_ema99": {"objective": "ijepa", "ema_momentum": 0.99},
         },
         "seeds": [0],
         **extra,
@@ -157,29 +157,39 @@ def test_a_resumed_runs_record_has_one_evaluation_per_step(tmp_path):
     online.append({"step": 6, "eval_knn_top1": 0.6})
     summary = {"online_eval": online, "global_step": 6, "wall_time_s": 9.0, "train_runtime": 8.0, "train_steps_per_second": 0.25}
     (tmp_path / "pretrain_summary.json").write_text(json.dumps(summary))
-    spec = {"metric": "eval_knn_top1", "runs": {"a": {}}, "common": {}, "recipe": "r.json"}
+    spec = {"metric": "eval_knn_top1", "runs": {"a": {"objective": "ijepa"}}, "common": {}, "recipe": "r.json"}
     record = sweep.make_record(spec, "a", 0, ["python"], str(tmp_path), 10.0, None, [0.0])
     assert [e["step"] for e in record["online_eval"]] == [0, 4, 6] and record["value"] == 0.6
     assert record["timed_steps"] == 2  # 8 s at 0.25 steps/s: steps 5 and 6
 
 
 @pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "recipes", "sweeps"))))
-def test_committed_specs_load_and_their_overrides_make_valid_configs(name):
-    """Every spec in recipes/sweeps/ passes load_spec, names a recipe that exists, and each of its
-    runs' config_overrides, merged into the recipe's, builds a CJEPAConfig (which validates)."""
-    from cjepa_hf import CJEPAConfig
-    from cjepa_hf.configuration_cjepa import parse_config_overrides
+def test_committed_specs_load_and_their_runs_build_the_objective_they_name(name, tmp_path):
+    """Every spec in recipes/sweeps/ passes load_spec, names a recipe that exists, and each run's
+    command line, read by pretrain.py's own parser, builds a CJEPAConfig (which validates) that
+    trains the objective the run names, with every config field the run asks for."""
+    from helpers.cli import pretrain_module
 
-    sweep = _sweep_module()
+    from cjepa_hf.configuration_cjepa import OBJECTIVES, parse_config_overrides
+
+    sweep, pretrain = _sweep_module(), pretrain_module()
     spec = sweep.load_spec(os.path.join(ROOT, "recipes", "sweeps", name))
-    recipe_path = os.path.join(ROOT, spec["recipe"])
-    assert os.path.exists(recipe_path), spec["recipe"]
-    with open(recipe_path) as f:
-        base = parse_config_overrides(json.load(f).get("config_overrides"))
+    assert os.path.exists(os.path.join(ROOT, spec["recipe"])), spec["recipe"]
     common = parse_config_overrides(spec["common"].get("config_overrides"))
     for run, flags in spec["runs"].items():
-        fields = {**base, **common, **parse_config_overrides(flags.get("config_overrides"))}
-        config = CJEPAConfig(**fields).to_dict()
-        for key, value in fields.items():  # every field the run asks for reaches the config
-            got = config[key]
-            assert (list(got) if isinstance(got, tuple) else got) == value, (run, key, got, value)
+        command = sweep.run_command(spec, run, spec["seeds"][0], ROOT, str(tmp_path), "python")
+        model_args = pretrain.parse_args(command[2:])[0]
+        config = pretrain.build_config(model_args)
+        assert flags["objective"] in OBJECTIVES and config.objective == flags["objective"], (run, config.objective)
+        asked = {**common, **parse_config_overrides(flags.get("config_overrides"))}
+        got = config.to_dict()
+        for key, value in asked.items():  # every field the run asks for reaches the config
+            assert (list(got[key]) if isinstance(got[key], tuple) else got[key]) == value, (run, key, got[key], value)
+
+
+def test_a_run_without_an_objective_name_is_refused(tmp_path):
+    sweep = _sweep_module()
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"name": "x", "recipe": "r.json", "runs": {"a": {"learning_rate": 0.1}}}))
+    with pytest.raises(ValueError, match="run 'a' must name its objective"):
+        sweep.load_spec(str(path))
