@@ -12,8 +12,9 @@ name, the seeds and the selection metric:
 
     {"name": "fmnist_proxy", "recipe": "recipes/small-data-fashion-mnist.json",
      "common": {"max_steps": 600, "eval_steps": 100},
-     "runs": {"cjepa_paper": {"config_overrides": "vicreg_weight=0.001"},
-              "ijepa": {"config_overrides": "vicreg_weight=0", "ema_momentum": 0.99}},
+     "runs": {"cjepa_b0.02": {"objective": "cjepa", "config_overrides": "vicreg_weight=0.02"},
+              "ijepa_ema0.99": {"objective": "ijepa", "ema_momentum": 0.99}},
+     "reference": "ijepa_ema0.99",
      "seeds": [0, 1, 2], "metric": "eval_knn_top1"}
 
 Each run is `scripts/pretrain.py RECIPE --flag value ... --seed S --output_dir WORK/NAME-seedS`
@@ -26,6 +27,11 @@ monitor's last value (`eval_knn_top1` on images carved from the TRAIN split, see
 recipe's --eval_dataset): test images never choose settings. Runs with a final judgement
 (`--final_eval_dataset`) also carry test-split linear-probe and k-NN figures, summarised
 per run name with the random-init and raw-pixel baselines of the same seeds.
+
+Every run names its objective (`cjepa_hf.configuration_cjepa.OBJECTIVES`); pretrain.py refuses
+a run whose overrides make another. The summary selects, per objective, the run with the
+highest mean selection metric, and gives each judged run's paired differences (per seed, mean,
+95 % t-interval) to the spec's `reference` run and to raw pixels.
 
 Writes RECORDS/../{name}_summary.json, {name}_table.md and {name}_online_knn.png.
 """
@@ -59,7 +65,7 @@ def load_spec(path: str) -> dict[str, Any]:
         raise FileNotFoundError(f"sweep spec {path!r} does not exist")
     with open(path) as f:
         spec = json.load(f)
-    allowed = {"name", "recipe", "common", "runs", "seeds", "metric", "description", "calibration"}
+    allowed = {"name", "recipe", "common", "runs", "seeds", "metric", "description", "calibration", "reference"}
     unknown = set(spec) - allowed
     if unknown:
         raise ValueError(f"sweep spec {path!r}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -81,6 +87,8 @@ def load_spec(path: str) -> dict[str, Any]:
     spec.setdefault("common", {})
     spec.setdefault("seeds", [0])
     spec.setdefault("metric", "eval_knn_top1")
+    if "reference" in spec and spec["reference"] not in spec["runs"]:
+        raise ValueError(f"sweep spec {path!r}: 'reference' must name one of its runs {list(spec['runs'])}, got {spec['reference']!r}")
     if not all(isinstance(s, int) for s in spec["seeds"]) or not spec["seeds"]:
         raise ValueError(f"sweep spec {path!r}: 'seeds' must be a non-empty list of integers, got {spec['seeds']!r}")
     return spec
@@ -276,15 +284,80 @@ def _rate(record: dict) -> float | None:
     return 100.0 * seconds / steps if steps and seconds is not None and math.isfinite(seconds) else None
 
 
+# Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (then the normal's 1.96).
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+def paired(values: list[float | None], reference: list[float | None]) -> dict[str, Any] | None:
+    """The paired difference values - reference over the seeds both have (in seed order): per-seed
+    differences, their mean, sample std and 95 % t-interval of the mean; None with < 2 pairs."""
+    diffs = [float(v) - float(r) for v, r in zip(values, reference) if v is not None and r is not None]
+    if len(diffs) < 2:
+        return None
+    mean, std = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
+    half = (_T975[len(diffs) - 2] if len(diffs) <= 31 else 1.96) * std / math.sqrt(len(diffs))
+    return {"values": diffs, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "all_positive": all(d > 0 for d in diffs)}
+
+
+def select_per_objective(spec: dict, summary: dict[str, dict]) -> dict[str, str]:
+    """For each objective, the run name with the highest mean selection metric (validation
+    images from the train split; ties go to the run listed first)."""
+    metric, best = spec["metric"], {}
+    for name, entry in summary.items():
+        if name in BASELINES or entry.get(metric, {}).get("mean") is None:
+            continue
+        objective = entry["objective"]
+        if objective not in best or entry[metric]["mean"] > summary[best[objective]][metric]["mean"]:
+            best[objective] = name
+    return best
+
+
+def _objective(spec: dict, name: str) -> str | None:
+    return spec["runs"][name].get("objective", spec["common"].get("objective"))
+
+
 def summarize(spec: dict, records: list[dict]) -> dict[str, dict]:
-    """Per run name (in spec order): seeds, the selection metric and, when judged, the
-    test-split figures (fractions, values in seed order); then the baselines per seed."""
+    """Per run name (in spec order): its objective, seeds, the selection metric and, when judged,
+    the test-split figures (fractions, values in seed order) with the paired differences to the
+    spec's `reference` run and to raw pixels; then the baselines per seed."""
     summary: dict[str, dict] = {}
     for name in spec["runs"]:
         group = sorted((r for r in records if r["name"] == name), key=lambda r: r["seed"])
         if not group:
             continue
         entry = {
+            "objective": _objective(spec, name),
             "seeds": [r["seed"] for r in group],
             "overrides": spec["runs"][name],
             spec["metric"]: _stats([r["value"] for r in group]),
@@ -310,6 +383,24 @@ def summarize(spec: dict, records: list[dict]) -> dict[str, dict]:
                 "knn_dino": _stats([judged[s][baseline]["knn_top1"] for s in seeds]),
                 "effective_rank_centered": _stats([judged[s][baseline]["effective_rank_centered"] for s in seeds]),
             }
+    reference = spec.get("reference")
+    for name, entry in summary.items():
+        if name in BASELINES or "linear_probe" not in entry:
+            continue
+        comparisons = {}
+        for other in ([reference] if reference and reference != name else []) + ["raw_pixels"]:
+            if other not in summary or "linear_probe" not in summary[other]:
+                continue
+            seeds = [s for s in entry["seeds"] if s in summary[other]["seeds"]]
+
+            def at(e, key, seeds=seeds):
+                return [e[key]["values"][e["seeds"].index(s)] for s in seeds]
+
+            comparisons[other] = {
+                "seeds": seeds,
+                **{key: paired(at(entry, key), at(summary[other], key)) for key in ("linear_probe", "knn_dino")},
+            }
+        entry["paired"] = comparisons
     return summary
 
 
@@ -331,13 +422,13 @@ def _values(stats: dict | None, scale: float = 100.0) -> str:
 def table(spec: dict, summary: dict[str, dict]) -> str:
     metric = spec["metric"]
     judged = any("linear_probe" in s for s in summary.values())
-    header = ["run", "seeds", f"{metric} % (validation)", "per seed"]
+    header = ["run", "objective", "seeds", f"{metric} % (validation)", "per seed"]
     if judged:
         header += ["linear top-1 % (test)", "per seed", "k-NN top-1 % (test)", "per seed", "centred eff. rank"]
     header += ["train s / 100 steps", "overrides"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, s in summary.items():
-        row = [name, ", ".join(map(str, s["seeds"])), _pm(s.get(metric)), _values(s.get(metric))]
+        row = [name, s.get("objective") or "-", ", ".join(map(str, s["seeds"])), _pm(s.get(metric)), _values(s.get(metric))]
         if judged:
             row += [
                 _pm(s.get("linear_probe")),
@@ -352,6 +443,30 @@ def table(spec: dict, summary: dict[str, dict]) -> str:
             "`" + json.dumps(s["overrides"]) + "`" if "overrides" in s else "-",
         ]
         lines.append("| " + " | ".join(row) + " |")
+    chosen = select_per_objective(spec, summary)
+    if chosen:
+        lines += ["", f"Selected per objective (highest mean {metric} on validation images):"]
+        lines += [f"- {objective}: `{name}` ({_pm(summary[name][metric])})" for objective, name in chosen.items()]
+    pairs = [(n, o, p) for n, s in summary.items() for o, p in s.get("paired", {}).items()]
+    if pairs:
+        lines += [
+            "",
+            "| run | minus | seeds | linear: mean [95 % CI] | per seed | k-NN: mean [95 % CI] | per seed |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, other, p in pairs:
+            cells = []
+            for key in ("linear_probe", "knn_dino"):
+                d = p[key]
+                cells += (
+                    [
+                        f"{100 * d['mean']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]",
+                        " / ".join(f"{100 * v:+.2f}" for v in d["values"]),
+                    ]
+                    if d
+                    else ["-", "-"]
+                )
+            lines.append(f"| {name} | {other} | {', '.join(map(str, p['seeds']))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -390,8 +505,9 @@ def report(spec: dict, args: argparse.Namespace) -> dict:
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     commits = sorted({r.get("code_commit") for r in records if r.get("code_commit")})
+    selected = select_per_objective(spec, summary)
     with open(os.path.join(out, f"{spec['name']}_summary.json"), "w") as f:
-        json.dump({"spec": spec, "code_commits": commits, "records": len(records), "summary": summary}, f, indent=2)
+        json.dump({"spec": spec, "code_commits": commits, "records": len(records), "selected": selected, "summary": summary}, f, indent=2)
     text = table(spec, summary)
     with open(os.path.join(out, f"{spec['name']}_table.md"), "w") as f:
         f.write(f"{spec['name']}: mean ± sample std over seeds; code at {', '.join(commits) or 'unknown'}.\n\n{text}\n")

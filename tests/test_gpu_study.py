@@ -33,9 +33,9 @@ def test_gpu_study_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     summary = json.loads((tmp_path / "gpu_fmnist_14x14_summary.json").read_text())
     assert summary["spec"]["calibration"]["max_steps"] >= 1
-    for name in ("cjepa_best", "ijepa_best"):
+    for name in ("ijepa+encvar_pool0.05", "ijepa"):
         entry = summary["summary"][name]
         assert len(entry["linear_probe"]["values"]) == 1 and 0.0 < entry["linear_probe"]["values"][0] <= 1.0
     assert set(summary["summary"]) >= {"random_init", "raw_pixels"}
-    record = json.loads((tmp_path / "records" / "cjepa_best-seed0.json").read_text())
+    record = json.loads((tmp_path / "records" / "ijepa+encvar_pool0.05-seed0.json").read_text())
     assert record["global_step"] == summary["spec"]["calibration"]["max_steps"]

@@ -193,3 +193,38 @@ def test_a_run_without_an_objective_name_is_refused(tmp_path):
     path.write_text(json.dumps({"name": "x", "recipe": "r.json", "runs": {"a": {"learning_rate": 0.1}}}))
     with pytest.raises(ValueError, match="run 'a' must name its objective"):
         sweep.load_spec(str(path))
+
+
+def test_paired_difference_and_its_interval():
+    sweep = _sweep_module()
+    p = sweep.paired([0.80, 0.82, 0.81], [0.77, 0.80, 0.78])
+    assert p["values"] == pytest.approx([0.03, 0.02, 0.03])
+    assert p["mean"] == pytest.approx(0.08 / 3) and p["std"] == pytest.approx(0.0057735, rel=1e-4)
+    half = 4.303 * 0.0057735 / 3**0.5  # Student's t, 2 degrees of freedom
+    assert p["ci95"] == pytest.approx([0.08 / 3 - half, 0.08 / 3 + half], rel=1e-4) and p["all_positive"]
+    assert sweep.paired([0.8, None], [0.7, 0.9]) is None  # one pair: no interval
+
+
+def test_summary_selects_per_objective_and_pairs_against_the_reference():
+    sweep = _sweep_module()
+    spec = {
+        "metric": "eval_knn_top1",
+        "common": {},
+        "reference": "i_a",
+        "runs": {"i_a": {"objective": "ijepa"}, "i_b": {"objective": "ijepa"}, "c_a": {"objective": "cjepa"}},
+    }
+
+    def record(name, seed, value, linear, knn):
+        figures = {"linear_top1": linear, "knn_top1": knn, "effective_rank_centered": 10.0}
+        evaluation = {"trained": figures, "random_init": figures, "raw_pixels": {**figures, "linear_top1": 0.83, "knn_top1": 0.81}}
+        return {"name": name, "seed": seed, "value": value, "evaluation": evaluation}
+
+    records = [record("i_a", s, 0.70, 0.80, 0.77) for s in (0, 1)] + [record("i_b", s, 0.72, 0.79, 0.76) for s in (0, 1)]
+    records += [record("c_a", 0, 0.71, 0.82, 0.80), record("c_a", 1, 0.71, 0.81, 0.79)]
+    summary = sweep.summarize(spec, records)
+    assert sweep.select_per_objective(spec, summary) == {"ijepa": "i_b", "cjepa": "c_a"}
+    vs = summary["c_a"]["paired"]["i_a"]
+    assert vs["linear_probe"]["values"] == pytest.approx([0.02, 0.01]) and vs["knn_dino"]["values"] == pytest.approx([0.03, 0.02])
+    assert summary["c_a"]["paired"]["raw_pixels"]["knn_dino"]["values"] == pytest.approx([-0.01, -0.02])
+    assert "i_a" not in summary["i_a"]["paired"] and summary["c_a"]["objective"] == "cjepa"
+    assert "Selected per objective" in sweep.table(spec, summary)
