@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU version of the Fashion-MNIST study, one command for one H100/H200, under 8 minutes:
 # the papers' 14 x 14 patch grid (Fashion-MNIST resized to 56 px, patch 4), a ViT-T-sized
-# encoder, the best C-JEPA against the best I-JEPA settings of the CPU study, each trained for
+# encoder, ijepa+encvar (I-JEPA + the encoder regulariser) against ijepa, the first CPU study's settings, each trained for
 # RUN_SECONDS (max_steps from a timed calibration run), then judged on the full test split
 # (k-NN and linear probe against the random initialisation and raw pixels).
 #
