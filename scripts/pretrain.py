@@ -34,7 +34,8 @@ import torch
 from transformers import HfArgumentParser, set_seed
 
 from cjepa_hf import PRESET_NAMES, CJEPAConfig, CJEPAForPreTraining
-from cjepa_hf.configuration_cjepa import OBJECTIVES, objective_overrides, parse_config_overrides
+from cjepa_hf import configuration_cjepa as configuration
+from cjepa_hf.configuration_cjepa import OBJECTIVES, parse_config_overrides
 from cjepa_hf.data import build_pretrain_dataset, is_fashion_mnist
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.modeling_cjepa import build_image_processor
@@ -148,21 +149,7 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Evaluati
 
 
 def build_config(model_args: ModelArguments) -> CJEPAConfig:
-    overrides = parse_config_overrides(model_args.config_overrides)
-    if model_args.objective:
-        overrides = {**objective_overrides(model_args.objective), **overrides}
-    config = CJEPAConfig.from_preset(model_args.preset, **overrides) if model_args.preset else CJEPAConfig(**overrides)
-    check_objective(config, model_args.objective, "--config_overrides")
-    return config
-
-
-def check_objective(config: CJEPAConfig, requested: str | None, source: str) -> None:
-    """A run asked for by objective name trains that objective, or does not start."""
-    if requested and config.objective != requested:
-        raise ValueError(
-            f"--objective {requested} was asked for, but {source} make the loss {config.objective!r} "
-            f"({config.describe_objective()['formula']}); change --objective or the loss fields"
-        )
+    return configuration.build_config(model_args.config_overrides, model_args.preset, model_args.objective, "--config_overrides")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -177,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.model_name_or_path:
         model = CJEPAForPreTraining.from_pretrained(model_args.model_name_or_path)
         config = model.config
-        check_objective(config, model_args.objective, f"the loss fields of {model_args.model_name_or_path}")
+        configuration.check_objective(config, model_args.objective, f"the loss fields of {model_args.model_name_or_path}")
     else:
         config = build_config(model_args)
         model = CJEPAForPreTraining(config)

@@ -124,3 +124,15 @@ def test_pretrain_objective_flag_sets_the_loss_and_refuses_a_contradiction():
     )
     with pytest.raises(ValueError, match=r"--objective cjepa was asked for, but --config_overrides make the loss 'ijepa'"):
         pretrain.build_config(pretrain.parse_args([recipe, "--objective", "cjepa", "--config_overrides", "vicreg_weight=0"])[0])
+
+
+def test_benchmark_times_the_recipes_model():
+    """`scripts/benchmark.py --recipe R` builds R's model as pretrain.py does (objective included)."""
+    from helpers.cli import pretrain_module
+
+    from cjepa_hf.bench.runner import build_config
+
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "small-data-fashion-mnist.json")
+    timed = build_config("vit-b16", None, recipe)
+    trained = pretrain_module().build_config(pretrain_module().parse_args([recipe])[0])
+    assert timed.to_dict() == trained.to_dict() and timed.objective == "ijepa+encvar" and timed.hidden_size == 96

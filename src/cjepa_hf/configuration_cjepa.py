@@ -578,6 +578,30 @@ class CJEPAConfig(PreTrainedConfig):
         return None
 
 
+def build_config(
+    overrides: str | dict | None = None, preset: str | None = None, objective: str | None = None, source: str = "the overrides"
+) -> CJEPAConfig:
+    """The config a run trains: the named `objective`'s loss fields (`objective_overrides`), then
+    `overrides` (a dict, or `--config_overrides` text) over them, on a preset's architecture when
+    `preset` is given. Overrides that turn the named objective into another raise a ValueError
+    naming both (`source` says where the overrides came from)."""
+    fields = parse_config_overrides(overrides)
+    if objective:
+        fields = {**objective_overrides(objective), **fields}
+    config = CJEPAConfig.from_preset(preset, **fields) if preset else CJEPAConfig(**fields)
+    check_objective(config, objective, source)
+    return config
+
+
+def check_objective(config: CJEPAConfig, requested: str | None, source: str) -> None:
+    """A run asked for by objective name trains that objective, or does not start."""
+    if requested and config.objective != requested:
+        raise ValueError(
+            f"--objective {requested} was asked for, but {source} make the loss {config.objective!r} "
+            f"({config.describe_objective()['formula']}); change --objective or the loss fields"
+        )
+
+
 def _split_top_level(text: str) -> list[str]:
     """Split "a=1,b=[2,3]" at the commas outside brackets and quotes."""
     parts, depth, quote, current = [], 0, None, []
@@ -643,6 +667,8 @@ __all__ = [
     "CJEPAConfig",
     "LOSS_FIELDS",
     "OBJECTIVES",
+    "build_config",
+    "check_objective",
     "objective_overrides",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import platform
 import time
 
 import torch
 
-from ..configuration_cjepa import PRESET_NAMES, CJEPAConfig
+from .. import configuration_cjepa as configuration
+from ..configuration_cjepa import PRESET_NAMES, CJEPAConfig, parse_config_overrides
 from ..modeling_cjepa import CJEPAForPreTraining
 from ..training import ADAMW_IMPLEMENTATIONS, trim_context
 from .flops import FLOP_FORMULA, device_peak_flops, pretraining_step_flops
@@ -50,6 +52,9 @@ TINY_PRESET = dict(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="vit-b16", help=f"model size: {', '.join(PRESET_NAMES)} or 'tiny' (default vit-b16)")
+    parser.add_argument(
+        "--recipe", default=None, help="time a pretraining recipe's model (its objective and config_overrides) instead of --preset"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=None, help="default: the preset's (224; 32 for 'tiny')")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setup")
@@ -90,8 +95,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_config(preset: str, image_size: int | None) -> CJEPAConfig:
+def build_config(preset: str, image_size: int | None, recipe: str | None = None) -> CJEPAConfig:
+    """The timed model: a pretraining recipe's (its objective, preset and config_overrides, as
+    scripts/pretrain.py builds it), else a preset's."""
     overrides = {} if image_size is None else {"image_size": image_size}
+    if recipe:
+        with open(recipe) as f:
+            values = json.load(f)
+        fields = {**parse_config_overrides(values.get("config_overrides")), **overrides}
+        return configuration.build_config(fields, values.get("preset"), values.get("objective"), f"{recipe}'s config_overrides")
     if preset.lower() == "tiny":
         return CJEPAConfig(**{**TINY_PRESET, **overrides})
     return CJEPAConfig.from_preset(preset, **overrides)
@@ -168,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         )
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = build_config(args.preset, args.image_size)
+    config = build_config(args.preset, args.image_size, args.recipe)
     options = StepOptions(
         attn_implementation=args.attn_implementation,
         dtype=args.dtype,
@@ -319,7 +331,8 @@ def run(args: argparse.Namespace) -> dict:
             "num_target_blocks": config.num_target_blocks,
             "context_multiple": args.context_multiple,
         },
-        "preset": args.preset,
+        "preset": args.preset if not args.recipe else None,
+        "recipe": args.recipe,
         "batch_size": batch,
         "image_size": config.image_size,
         "options": options.to_dict(),
