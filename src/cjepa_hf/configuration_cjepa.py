@@ -404,15 +404,17 @@ class CJEPAConfig(PreTrainedConfig):
         term is ``{"term", "weight", "origin", "fields"}`` where `fields` holds every loss field
         (`LOSS_FIELDS`) that term reads, with its value. Terms that are off are left out. Model
         cards are written from this, never from fields copied by hand."""
-        jepa_fields = {"jepa_loss": self.jepa_loss}
-        if self.jepa_loss == "smooth_l1":
-            jepa_fields["smooth_l1_beta"] = self.smooth_l1_beta
+
+        def term(text: str, weight: float, origin: str, names: tuple[str, ...]) -> dict[str, Any]:
+            return dict(term=text, weight=weight, origin=origin, fields={name: getattr(self, name) for name in names})
+
+        jepa_names = ("jepa_loss", "smooth_l1_beta") if self.jepa_loss == "smooth_l1" else ("jepa_loss",)
         terms = [
-            dict(
-                term="JEPA prediction loss (predicted against layer-normed target-encoder features at the target patches)",
-                weight=1.0,
-                origin="I-JEPA (Assran et al., CVPR 2023)",
-                fields=jepa_fields,
+            term(
+                "JEPA prediction loss (predicted against layer-normed target-encoder features at the target patches)",
+                1.0,
+                "I-JEPA (Assran et al., CVPR 2023)",
+                jepa_names,
             )
         ]
         formula = "L_jepa"
@@ -423,23 +425,13 @@ class CJEPAConfig(PreTrainedConfig):
                 else "between the projected mean context embedding and the projected per-block means of the target "
                 "features, each (context, block) pair (the paper's prose)"
             )
+            vicreg_names = ("vicreg_weight", "vicreg_source", "vicreg_sim_coeff", "vicreg_std_coeff", "vicreg_cov_coeff")
             terms.append(
-                dict(
-                    term=f"VICReg {where}",
-                    weight=self.vicreg_weight,
-                    origin="C-JEPA (Mo & Tong, NeurIPS 2024)",
-                    fields={
-                        name: getattr(self, name)
-                        for name in (
-                            "vicreg_weight",
-                            "vicreg_source",
-                            "vicreg_sim_coeff",
-                            "vicreg_std_coeff",
-                            "vicreg_cov_coeff",
-                            "vicreg_eps",
-                            "projector_dims",
-                        )
-                    },
+                term(
+                    f"VICReg {where}",
+                    self.vicreg_weight,
+                    "C-JEPA (Mo & Tong, NeurIPS 2024)",
+                    (*vicreg_names, "vicreg_eps", "projector_dims"),
                 )
             )
             formula += (
@@ -448,25 +440,16 @@ class CJEPAConfig(PreTrainedConfig):
             )
         if self.encoder_vicreg_weight > 0:
             terms.append(
-                dict(
-                    term=f"encoder regulariser: variance and covariance of the context encoder's output ({self.encoder_vicreg_features})",
-                    weight=self.encoder_vicreg_weight,
-                    origin="this project (in neither paper)",
-                    fields={
-                        name: getattr(self, name)
-                        for name in (
-                            "encoder_vicreg_weight",
-                            "encoder_vicreg_features",
-                            "vicreg_std_coeff",
-                            "vicreg_cov_coeff",
-                            "vicreg_eps",
-                        )
-                    },
+                term(
+                    f"encoder regulariser: variance and covariance of the context encoder's output ({self.encoder_vicreg_features})",
+                    self.encoder_vicreg_weight,
+                    "this project (in neither paper)",
+                    ("encoder_vicreg_weight", "encoder_vicreg_features", "vicreg_std_coeff", "vicreg_cov_coeff", "vicreg_eps"),
                 )
             )
             formula += (
-                f" + {self.encoder_vicreg_weight:g} * ({self.vicreg_std_coeff:g} var + {self.vicreg_cov_coeff:g} cov)"
-                f"[encoder {self.encoder_vicreg_features}]"
+                f" + {self.encoder_vicreg_weight:g} * ({self.vicreg_std_coeff:g} var + {self.vicreg_cov_coeff:g} cov"
+                f" of the context encoder's {self.encoder_vicreg_features} output)"
             )
         return {"name": self.objective, "formula": formula, "terms": terms}
 
