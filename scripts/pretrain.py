@@ -5,7 +5,7 @@
     accelerate launch scripts/pretrain.py --max_steps 50 --output_dir X     # the quick start with two flags changed
     accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-600ep.json   # a recipe file (JSON or YAML)
     accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-100ep.json --max_steps 1000 --output_dir Y
-    accelerate launch scripts/pretrain.py recipes/small-data-fashion-mnist.json --config_overrides vicreg_weight=0
+    accelerate launch scripts/pretrain.py recipes/small-data-fashion-mnist.json --objective cjepa --config_overrides vicreg_weight=0.02
     accelerate launch --config_file recipes/accelerate-fsdp.yaml scripts/pretrain.py recipes/vit-l16-in1k-600ep.json  # FSDP2
 
 Arguments compose: the base is the recipe file given first (default: the quick start), and
