@@ -334,16 +334,19 @@ def loader_throughput(
     warmup_batches: int = 2,
     min_batches: int = 4,
     shuffle_buffer: int = 1000,
+    output: str | None = None,
 ) -> dict:
     """Images per second the trainer's input pipeline delivers with `num_workers` DataLoader workers.
 
-    The pipeline is training's own: `build_pretrain_dataset(source)` (a folder of images or a
-    source from `write_path_source`; in the workers: file read, JPEG decode
-    with draft, to_rgb, RandomResizedCrop to config.image_size, normalise, in the workers),
-    batched by `CJEPATrainer.get_train_dataloader()` (the stream's DataLoader: `MaskCollator`
-    samples the multi-block masks in the workers, pinned memory on CUDA), and each batch copied to
-    `device` (non_blocking). The clock starts after `warmup_batches` batches (worker start-up) and
-    stops once `min_seconds` have passed (and at least `min_batches` batches) or the stream ends.
+    The pipeline is training's own: `build_pretrain_dataset(source, output=output)` (a folder of
+    images or a source from `write_path_source`; in the workers: file read, JPEG decode with
+    draft, to_rgb, RandomResizedCrop to config.image_size: uint8 crops by default, training's
+    path, or normalised floats with output="float32"), batched by
+    `CJEPATrainer.get_train_dataloader()` (the stream's DataLoader: `MaskCollator` samples the
+    multi-block masks in the workers, pinned memory on CUDA), each batch copied to `device`
+    (non_blocking) and a uint8 batch normalised there (`normalize_pixels`, as the model does).
+    The clock starts after `warmup_batches` batches (worker start-up) and stops once
+    `min_seconds` have passed (and at least `min_batches` batches) or the stream ends.
     The main process does nothing else: in training it also drives the GPU step."""
     from ..modeling_cjepa import CJEPAForPreTraining
     from ..training import CJEPATrainer, CJEPATrainingArguments
@@ -356,6 +359,7 @@ def loader_throughput(
         shuffle_buffer=shuffle_buffer,
         seed=0,
         max_consecutive_bad=None,
+        output=output,
     )
     # The trainer only lends its DataLoader: a tiny model of the same image grid.
     tiny = CJEPAConfig(
@@ -389,6 +393,8 @@ def loader_throughput(
         first_batch_s = None
         for batch in loader:
             on_device = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            if on_device["pixel_values"].dtype == torch.uint8:
+                on_device["pixel_values"] = data.normalize_pixels(on_device["pixel_values"])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             del on_device
@@ -420,10 +426,11 @@ def loader_throughput(
         "first_batch_s": first_batch_s,
         "stream_exhausted": elapsed < min_seconds,
         "pin_memory": pinned,
+        "pixel_dtype": str(stream.decode_transform.transform.output),
         "device": str(device),
         "num_shards": stream.num_shards,
         "pipeline": "build_pretrain_dataset(source) -> CJEPATrainer.get_train_dataloader() (decoding and MaskCollator in the "
-        "workers) -> .to(device, non_blocking=True)",
+        "workers) -> .to(device, non_blocking=True) -> normalize_pixels (uint8 batches)",
     }
 
 

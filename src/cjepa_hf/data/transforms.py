@@ -223,9 +223,10 @@ def resized_crop_uint8(image: Image.Image, box: tuple[int, int, int, int], size:
     (`F.interpolate(antialias=True)`): uint8 (C, size, size), channels_last strides (HWC in memory).
 
     This is torchvision's `resized_crop` (crop, then resize the crop). Downscaling, its pixels
-    are those of PIL's `image.crop(box).resize(...)` within one grey level, and those of PIL's
-    `resize(box=...)` (the float path, `RandomResizedCrop`) within one grey level except on the
-    outermost output pixels, where PIL's filter reads source pixels just outside the box.
+    are those of PIL's `image.crop(box).resize(...)` within one grey level (very rarely two: the
+    two kernels round their fixed-point sums differently), and those of PIL's `resize(box=...)`
+    (the float path, `RandomResizedCrop`) likewise except on the outermost output pixels, where
+    PIL's filter reads source pixels just outside the box.
     Upscaling, PIL's box resize reads a whole source pixel past the box, which spreads over
     several output pixels: `PretrainTransform` uses PIL there. About 3x faster than PIL's
     resize on one core (docs/PERFORMANCE.md)."""
@@ -259,10 +260,11 @@ class PretrainTransform:
     before uint8 batches, kept for callers that want normalised tensors). "uint8" returns the
     same pixels before normalisation, except that a bilinear crop that is downscaled in both
     directions (the usual case at 224 px) is resized by `resized_crop_uint8`, torch's
-    antialiased uint8 kernel, ~3x faster: within one grey level of the float path except on
-    the outermost pixels, where PIL's box resize reads just past the box (there it is within
-    one grey level of PIL's crop-then-resize, torchvision's RandomResizedCrop). Upscaled
-    crops (Fashion-MNIST at 32 px) and other interpolations keep PIL's exact pixels."""
+    antialiased uint8 kernel, ~2-3x faster: within one grey level of the float path (very
+    rarely two) except on the outermost pixels, where PIL's box resize reads just past the
+    box (there it is within one grey level of PIL's crop-then-resize, torchvision's
+    RandomResizedCrop). Upscaled crops (Fashion-MNIST at 32 px) and other interpolations keep
+    PIL's exact pixels."""
 
     def __init__(
         self,
