@@ -223,8 +223,8 @@ def test_the_data_benchmark_times_both_paths_of_the_library_in_one_run(tmp_path)
     from cjepa_hf.bench import pipeline
 
     files = pipeline.write_images(tmp_path / "jpegs", 4, (120, 90), seed=0)
-    source = pipeline.write_path_source(files, tmp_path / "stream", rows=600, num_shards=2)
-    out = pipeline.whole_pipeline(source, image_size=128, batch_size=8, min_seconds=0.4, rounds=1)
+    source = pipeline.write_path_source(files, tmp_path / "stream", rows=6000, num_shards=2)  # more than 0.3 CPU s reads
+    out = pipeline.whole_pipeline(source, image_size=128, batch_size=8, min_seconds=0.3, rounds=1)
     assert out["pipeline_images_per_s_per_core"] > 0 and out["pipeline_baseline_images_per_s_per_core"] > 0
     assert out["pipeline_speedup"] == pytest.approx(out["pipeline_images_per_s_per_core"] / out["pipeline_baseline_images_per_s_per_core"])
     assert out["cores_for_5000_images_per_s"] == int(np.ceil(5000 / out["pipeline_images_per_s_per_core"]))
