@@ -213,6 +213,8 @@ def test_a_bad_output_is_refused_before_the_source_is_read(tmp_path):
         data.build_pretrain_dataset(str(tmp_path / "does-not-exist"), image_size=32, patch_size=4, output="int8")
     with pytest.raises(ValueError, match="output must be one of"):
         data.PretrainTransform(32, output="float16")
+    with pytest.raises(ValueError, match="use output='float32' for other constants"):
+        data.EvalTransform(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), output="uint8")
     with pytest.raises(ValueError, match="bilinear"):
         data.resized_crop_uint8(noise(np.random.default_rng(0), 40, 40), (0, 0, 40, 40), 32, "bicubic")
     with pytest.raises(ValueError, match="does not lie inside"):

@@ -14,7 +14,7 @@ Two outputs (`output=`): "float32", normalised in the worker (`NormalizeToTensor
 (`cjepa_hf.processing_cjepa.normalize_pixels`, the one normalisation rule, which the worker's
 `NormalizeToTensor` calls too). A uint8 image is a quarter of the bytes to collate, pin and
 copy. The pretraining crop in uint8 (`resized_crop_uint8`) resizes with torch's antialiased
-uint8 kernel, several times faster than PIL's; see `PretrainTransform` for how its pixels
+uint8 kernel, about twice as cheap as PIL's; see `PretrainTransform` for how its pixels
 compare with the float path's.
 """
 
@@ -48,9 +48,15 @@ RandomSource = torch.Generator | random.Random | None
 OUTPUTS = ("float32", "uint8")
 
 
-def _check_output(output: str) -> str:
+def _check_output(output: str, mean: Sequence[float], std: Sequence[float]) -> str:
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "uint8" and (tuple(mean), tuple(std)) != (IMAGENET_MEAN, IMAGENET_STD):
+        # The model normalises uint8 batches with the image processor's constants only.
+        raise ValueError(
+            f"output='uint8' is normalised by the model with the ImageNet mean/std {IMAGENET_MEAN}/{IMAGENET_STD}, "
+            f"got mean={tuple(mean)}, std={tuple(std)}: use output='float32' for other constants"
+        )
     return output
 
 
@@ -228,8 +234,8 @@ def resized_crop_uint8(image: Image.Image, box: tuple[int, int, int, int], size:
     (the float path, `RandomResizedCrop`) likewise except on the outermost output pixels, where
     PIL's filter reads source pixels just outside the box.
     Upscaling, PIL's box resize reads a whole source pixel past the box, which spreads over
-    several output pixels: `PretrainTransform` uses PIL there. About 3x faster than PIL's
-    resize on one core (docs/PERFORMANCE.md)."""
+    several output pixels: `PretrainTransform` uses PIL there. About 2x cheaper than PIL's
+    box resize on one core, its copies included (docs/PERFORMANCE.md)."""
     if interpolation not in _TENSOR_RESAMPLING:
         raise ValueError(f"the uint8 crop resizes with interpolation in {_TENSOR_RESAMPLING}, got {interpolation!r}")
     left, top, crop_w, crop_h = (int(v) for v in box)
@@ -260,7 +266,7 @@ class PretrainTransform:
     before uint8 batches, kept for callers that want normalised tensors). "uint8" returns the
     same pixels before normalisation, except that a bilinear crop that is downscaled in both
     directions (the usual case at 224 px) is resized by `resized_crop_uint8`, torch's
-    antialiased uint8 kernel, ~2-3x faster: within one grey level of the float path (very
+    antialiased uint8 kernel, ~2x cheaper: within one grey level of the float path (very
     rarely two) except on the outermost pixels, where PIL's box resize reads just past the
     box (there it is within one grey level of PIL's crop-then-resize, torchvision's
     RandomResizedCrop). Upscaled crops (Fashion-MNIST at 32 px) and other interpolations keep
@@ -277,7 +283,7 @@ class PretrainTransform:
         output: str = "float32",
     ) -> None:
         self.image_size = int(image_size)
-        self.output = _check_output(output)
+        self.output = _check_output(output, mean, std)
         self.crop = RandomResizedCrop(image_size, scale, ratio, interpolation)
         self.normalize = NormalizeToTensor(mean, std)
 
@@ -314,7 +320,7 @@ class EvalTransform:
             raise ValueError(f"crop_pct must lie in (0, 1], got {crop_pct}")
         self.image_size = int(image_size)
         self.crop_pct = float(crop_pct)
-        self.output = _check_output(output)
+        self.output = _check_output(output, mean, std)
         self.resize_to = int(math.floor(image_size / crop_pct))
         self.interpolation = interpolation
         self._resample = _resample(interpolation)
