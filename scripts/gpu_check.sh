@@ -4,7 +4,10 @@
 #   2. the trainer's real step (TrainerStep) for ViT-B/16 at 224 px, batch 256, bf16, SDPA, without and with
 #      torch.compile, and ViT-L/16 at batch 128: images/s, TFLOP/s, MFU against the GPU's bf16 dense peak
 #      (by device name; PEAK_TFLOPS=... overrides), peak memory;
-#   3. the input pipeline with one DataLoader worker per core against the images/s the step consumes;
+#   3. the input pipeline (training's: uint8 crops in the workers, pinned, normalised on the GPU) with one
+#      DataLoader worker per core against the images/s the step consumes: the verdict says whether the step
+#      waits for data; when it does, JPEG decoding on the GPU (nvJPEG, torchvision.io.decode_jpeg, only here,
+#      never in CI) is timed as the way out;
 #   4. the trainer's step on ViT-L/16 under DDP and FSDP on every GPU (torchrun; FSDP "skipped" until the
 #      trainer has it).
 # Everything goes into one JSON ($OUT) and the figures are printed.

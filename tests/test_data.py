@@ -44,7 +44,9 @@ has_fmnist = pytest.mark.skipif(
 
 
 def unnormalize(pixel_values: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) normalised -> 0..255 float."""
+    """(3, H, W) normalised floats, or uint8 pixels (a training stream's), -> 0..255 float."""
+    if pixel_values.dtype == torch.uint8:
+        return pixel_values.float()
     return (pixel_values * STD + MEAN) * 255.0
 
 

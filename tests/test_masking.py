@@ -372,7 +372,7 @@ def test_collator_rejects_bad_examples():
     with pytest.raises(ValueError, match="image_size=224"):
         collator([{"pixel_values": torch.zeros(3, 32, 32)}])
     with pytest.raises(ValueError, match="floating-point"):
-        collator([{"pixel_values": torch.zeros(3, 224, 224, dtype=torch.uint8)}])
+        collator([{"pixel_values": torch.zeros(3, 224, 224, dtype=torch.int64)}])
     with pytest.raises(ValueError, match="label"):
         collator([{"pixel_values": torch.zeros(3, 224, 224), "label": 1}, {"pixel_values": torch.zeros(3, 224, 224)}])
     with pytest.raises(ValueError, match="at least one example"):

@@ -269,7 +269,8 @@ class MaskCollator:
 
     # ------------------------------------------------------------------ collate
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Collate examples {"pixel_values": (C, H, W) float, optional "label"/"labels": int,
+        """Collate examples {"pixel_values": (C, H, W) float (normalised) or uint8 (normalised
+        later on the device by the model), optional "label"/"labels": int,
         optional "num_skipped": int} into
         {"pixel_values": (B, C, H, W), "context_indices": (B, Kc) long, "target_indices": (B, M, Kt)
         long, "labels": (B,) long if the examples have labels, "num_skipped": () long, "data_worker": ()
@@ -283,8 +284,8 @@ class MaskCollator:
                 f"pixel_values must be (C, {self.image_size}, {self.image_size}) per example to match "
                 f"image_size={self.image_size}, got {tuple(pixel_values.shape[1:])}"
             )
-        if not pixel_values.is_floating_point():
-            raise ValueError(f"pixel_values must be a floating-point tensor (normalised images), got {pixel_values.dtype}")
+        if not (pixel_values.is_floating_point() or pixel_values.dtype == torch.uint8):
+            raise ValueError(f"pixel_values must be floating-point (normalised images) or uint8 (0..255 pixels), got {pixel_values.dtype}")
 
         batch_size = pixel_values.shape[0]
         context_indices, target_indices = self.masks_for(self._next_position(), batch_size)

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 from .configuration_cjepa import CJEPAConfig
 from .layers_cjepa import CJEPAEmbeddings, CJEPALayer, drop_path_rates, gather_tokens, sincos_2d
 from .losses import at_least_fp32, gather_with_grad, jepa_loss, variance_covariance_loss, vicreg_block_loss, vicreg_context_loss
-from .processing_cjepa import build_image_processor
+from .processing_cjepa import build_image_processor, normalize_pixels
 
 # The files a saved folder needs for `trust_remote_code=True` loading (this file and every
 # package file it imports, directly or not), and the Auto map.
@@ -144,7 +144,9 @@ class CJEPAModel(CJEPAPreTrainedModel):
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
-        pixel_values: (B, C, H, W). Sizes other than the config's use interpolated positions.
+        pixel_values: (B, C, H, W), normalised floats, or uint8 0..255 pixels, which are
+            normalised here with the image processor's ImageNet mean/std (`normalize_pixels`).
+            Sizes other than the config's use interpolated positions.
         keep_indices: (B, K) long, optional. Row-major patch indices to keep: the other
             tokens are dropped before the first block (I-JEPA's context encoder).
         Returns last_hidden_state (B, N or K, D), pooler_output (B, D) = mean over tokens,
@@ -154,6 +156,8 @@ class CJEPAModel(CJEPAPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
 
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = normalize_pixels(pixel_values)
         hidden_states = self.embeddings(pixel_values)  # (B, N, D)
         if keep_indices is not None:
             if keep_indices.dim() != 2 or keep_indices.shape[0] != hidden_states.shape[0]:
@@ -360,7 +364,9 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         return_dict: bool | None = None,
     ) -> CJEPAPreTrainingOutput | tuple:
         r"""
-        pixel_values: (B, C, H, W). context_indices: (B, K) long. target_indices: (B, M, T) long.
+        pixel_values: (B, C, H, W), normalised floats or uint8 pixels (normalised once here, on
+            their device, with `normalize_pixels`, for both encoders). context_indices: (B, K) long.
+            target_indices: (B, M, T) long.
         gather_distributed: compute the VICReg variance/covariance (and the projector's
             BatchNorm statistics) on the batch gathered from all processes.
         """
@@ -368,6 +374,8 @@ class CJEPAForPreTraining(CJEPAPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         if target_indices.dim() != 3:
             raise ValueError(f"target_indices must have shape (batch, blocks, patches), got {tuple(target_indices.shape)}")
+        if pixel_values.dtype == torch.uint8:
+            pixel_values = normalize_pixels(pixel_values)
 
         with torch.no_grad():
             target_hidden = self.target_encoder(pixel_values).last_hidden_state  # (B, N, D)

@@ -5,7 +5,9 @@
 - `decoding`: `decode_image`, `to_rgb`, `DecodeTransform`, `BadRecord`, `BadRecordCounter`
   and the process-wide `BAD_RECORDS`, the `max_image_pixels` cap;
 - `transforms`: `IMAGENET_MEAN` / `IMAGENET_STD`, the padding rule `auto_pad_to`,
-  `RandomResizedCrop`, `PretrainTransform`, `EvalTransform`;
+  `RandomResizedCrop`, `PretrainTransform`, `EvalTransform` (float32 or uint8 `OUTPUTS`),
+  `pil_to_tensor`, `resized_crop_uint8`, and `normalize_pixels` (the normalisation rule, from
+  `cjepa_hf.processing_cjepa`);
 - `stream`: `PretrainImageStream` (decoding in the DataLoader workers, sharding, `resume_at`,
   ``num_skipped``) and `build_pretrain_dataset`;
 - `fashion_mnist`: the IDX reader, the PNG encoder, `load_fashion_mnist`,
@@ -39,6 +41,7 @@ from .stream import PretrainImageStream, build_pretrain_dataset
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    OUTPUTS,
     EvalTransform,
     NormalizeToTensor,
     PretrainTransform,
@@ -46,8 +49,11 @@ from .transforms import (
     RandomSource,
     auto_pad_to,
     crop_pct_for_padding,
+    normalize_pixels,
     pad_to_size,
+    pil_to_tensor,
     random_resized_crop_params,
+    resized_crop_uint8,
 )
 
 __all__ = [
@@ -60,6 +66,7 @@ __all__ = [
     "FASHION_MNIST_ROOT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "OUTPUTS",
     "BadRecord",
     "BadRecordCounter",
     "DEFAULT_MAX_IMAGE_PIXELS",
@@ -79,7 +86,10 @@ __all__ = [
     "is_fashion_mnist",
     "load_fashion_mnist",
     "load_image_source",
+    "normalize_pixels",
     "pad_to_size",
+    "pil_to_tensor",
     "random_resized_crop_params",
+    "resized_crop_uint8",
     "to_rgb",
 ]

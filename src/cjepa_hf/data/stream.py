@@ -5,8 +5,10 @@ Data flow (one record)::
     datasets stream (`cjepa_hf.data.sources.load_image_source`)
       -> raw record {"image": {"bytes", "path"}, "label"}   (image column cast to Image(decode=False))
       -> [shuffle buffer] -> [split_dataset_by_node] -> PretrainImageStream, in the DataLoader worker:
-           decode (PIL, JPEG draft) -> to_rgb -> [pad_to] -> RandomResizedCrop -> normalise
-      -> {"pixel_values": (C, H, W) float32, "label": int, "num_skipped": int}
+           decode (PIL, JPEG draft) -> to_rgb -> [pad_to] -> RandomResizedCrop
+           -> training: uint8 crop (normalised on the device by the model, once per batch)
+              evaluation: normalise in the worker
+      -> {"pixel_values": (C, H, W) uint8 or float32, "label": int, "num_skipped": int}
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datasets.distributed import split_dataset_by_node
 
 from .decoding import BAD_RECORDS, DEFAULT_MAX_IMAGE_PIXELS, BadRecord, BadRecordCounter, DecodeTransform
 from .sources import DEFAULT_HUB_DATASET, _resolve_columns, load_image_source
-from .transforms import EvalTransform, PretrainTransform, auto_pad_to, crop_pct_for_padding
+from .transforms import OUTPUTS, EvalTransform, PretrainTransform, auto_pad_to, crop_pct_for_padding
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def _mix_seed(*values: int) -> int:
 class PretrainImageStream(torch.utils.data.IterableDataset):
     """Decoded, augmented training examples from a raw `datasets.IterableDataset`.
 
-    Yields ``{"pixel_values": (C, H, W) float32, "label": int (if a label column),
+    Yields ``{"pixel_values": (C, H, W) uint8 or float32 (the transform's output), "label": int (if a label column),
     "num_skipped": int}``. The wrapped `dataset` is already split for this process
     (`split_dataset_by_node`) and shuffled; when iterated inside a DataLoader worker it
     gives that worker its share of the shards. Decoding and augmentation happen here, in
@@ -215,6 +217,7 @@ def build_pretrain_dataset(
     num_shards: int = 64,
     max_consecutive_bad: int | None = 10_000,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    output: str | None = None,
 ) -> PretrainImageStream:
     """A streaming dataset of ``{"pixel_values", "label"?, "num_skipped"}`` for this process.
 
@@ -240,10 +243,17 @@ def build_pretrain_dataset(
     as is (`crop_pct_for_padding`: no resize, no crop).
     `num_shards`: shards of a map-style source (Fashion-MNIST, ``streaming=False``), and
     the count below which a parquet source is resharded by row group.
+    `output`: "uint8" ((C, H, W) uint8 pixels, a quarter of the bytes to collate, pin and copy;
+    `CJEPAForPreTraining` and `CJEPAModel` normalise a uint8 batch on its device with
+    `cjepa_hf.processing_cjepa.normalize_pixels`) or "float32" (normalised in the worker);
+    default uint8 for training and float32 for evaluation (`train=False`), whose consumers
+    (k-NN monitor, feature extraction) take normalised tensors.
     `max_image_pixels`: records of more pixels (read from the header, after JPEG draft
     scaling) are bad records (`too_large`), refused before decoding; see
     `DEFAULT_MAX_IMAGE_PIXELS` (64 MP) for the default; None lifts the cap.
     """
+    if output is not None and output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS} or None (uint8 for training, float32 for evaluation), got {output!r}")
     if image_size % patch_size != 0:
         raise ValueError(f"image_size must be divisible by patch_size, got {image_size} and {patch_size}")
     if world_size < 1 or not 0 <= rank < world_size:
@@ -268,13 +278,15 @@ def build_pretrain_dataset(
     if world_size > 1:
         ds = split_dataset_by_node(ds, rank=rank, world_size=world_size)
 
+    if output is None:
+        output = "uint8" if train else "float32"
     if pad_to is None:
         pad_to = auto_pad_to(source, image_size, patch_size)
     if train:
-        transform: Callable[..., torch.Tensor] = PretrainTransform(image_size, scale, ratio, interpolation or "bilinear")
+        transform: Callable[..., torch.Tensor] = PretrainTransform(image_size, scale, ratio, interpolation or "bilinear", output=output)
     else:
         crop_pct = crop_pct_for_padding(image_size, pad_to, eval_crop_pct)
-        transform = EvalTransform(image_size, crop_pct=crop_pct, interpolation=interpolation or "bicubic")
+        transform = EvalTransform(image_size, crop_pct=crop_pct, interpolation=interpolation or "bicubic", output=output)
     decode_transform = DecodeTransform(
         transform, min_size=patch_size, pad_to=pad_to, pad_fill=pad_fill, token=token, max_image_pixels=max_image_pixels
     )

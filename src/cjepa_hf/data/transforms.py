@@ -8,18 +8,30 @@ torch only, because torchvision cannot be installed beside the CPU build of torc
 Padding rule (`auto_pad_to`, the only one): Fashion-MNIST's 28 x 28 images are padded to the
 model's image size, not upscaled, when that adds at most one patch on each side, and a
 padded image is then evaluated as is (`crop_pct_for_padding`: no resize, no crop).
+
+Two outputs (`output=`): "float32", normalised in the worker (`NormalizeToTensor`), and
+"uint8", the pixels as they are, (C, H, W), normalised later on the device by the model
+(`cjepa_hf.processing_cjepa.normalize_pixels`, the one normalisation rule, which the worker's
+`NormalizeToTensor` calls too). A uint8 image is a quarter of the bytes to collate, pin and
+copy. The pretraining crop in uint8 (`resized_crop_uint8`) resizes with torch's antialiased
+uint8 kernel, about twice as cheap as PIL's; see `PretrainTransform` for how its pixels
+compare with the float path's.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..configuration_cjepa import IMAGENET_MEAN, IMAGENET_STD
+from ..processing_cjepa import normalize_pixels
 from .fashion_mnist import is_fashion_mnist
 
 FASHION_MNIST_SIZE = 28
@@ -32,6 +44,20 @@ _RESAMPLING = {
 }
 
 RandomSource = torch.Generator | random.Random | None
+
+OUTPUTS = ("float32", "uint8")
+
+
+def _check_output(output: str, mean: Sequence[float], std: Sequence[float]) -> str:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "uint8" and (tuple(mean), tuple(std)) != (IMAGENET_MEAN, IMAGENET_STD):
+        # The model normalises uint8 batches with the image processor's constants only.
+        raise ValueError(
+            f"output='uint8' is normalised by the model with the ImageNet mean/std {IMAGENET_MEAN}/{IMAGENET_STD}, "
+            f"got mean={tuple(mean)}, std={tuple(std)}: use output='float32' for other constants"
+        )
+    return output
 
 
 # ----------------------------------------------------------------------------- padding
@@ -113,27 +139,28 @@ def random_resized_crop_params(
     return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
 
 
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit PIL image -> uint8 (C, H, W) tensor: a channel-first view of one HWC copy of
+    the pixels (channels_last strides; `.contiguous()` makes it C, H, W in memory)."""
+    width, height = image.size
+    channels = len(image.getbands())
+    # One copy out of PIL into a writable buffer (torch refuses to wrap read-only memory silently).
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(height, width, channels).permute(2, 0, 1)
+
+
 class NormalizeToTensor:
-    """uint8 HWC RGB PIL image -> float32 (C, H, W) tensor, (x / 255 - mean) / std."""
+    """uint8 HWC RGB PIL image -> float32 (C, H, W) tensor, (x / 255 - mean) / std
+    (`cjepa_hf.processing_cjepa.normalize_pixels`, contiguous)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"mean and std must have the same length and std > 0, got mean={mean}, std={std}")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
-        # One fused multiply-add in float32: x * a + b with a = 1 / (255 std), b = -mean / std.
-        self._scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32).view(-1, 1, 1)
-        self._shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        width, height = image.size
-        channels = len(image.getbands())
-        # One copy out of PIL into a writable buffer; the float conversion is the second.
-        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        pixels = pixels.view(height, width, channels).permute(2, 0, 1)  # (C, H, W) view
-        out = torch.empty(pixels.shape, dtype=torch.float32)
-        out.copy_(pixels)
-        return out.mul_(self._scale).add_(self._shift)
+        return normalize_pixels(pil_to_tensor(image), self.mean, self.std, memory_format=torch.contiguous_format)
 
 
 def _resample(interpolation: str) -> Image.Resampling:
@@ -173,17 +200,77 @@ class RandomResizedCrop:
         even the smallest crop (area scale[0], aspect ratio[0] or ratio[1]) is >= `size`."""
         return math.ceil(self.size / math.sqrt(self.scale[0] * min(self.ratio[0], 1 / self.ratio[1])))
 
-    def __call__(self, image: Image.Image, generator: RandomSource = None) -> Image.Image:
-        left, top, crop_w, crop_h = self.get_params(*image.size, generator=generator)
+    def resize(self, image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+        """The crop `box` = (left, top, crop_width, crop_height) of `image`, resized to size x size."""
+        left, top, crop_w, crop_h = box
         return image.resize((self.size, self.size), self._resample, box=(left, top, left + crop_w, top + crop_h))
+
+    def __call__(self, image: Image.Image, generator: RandomSource = None) -> Image.Image:
+        return self.resize(image, self.get_params(*image.size, generator=generator))
+
+
+_TENSOR_RESAMPLING = ("bilinear",)  # torch's uint8 bicubic is not PIL's (up to 24 grey levels apart)
+
+
+def _pixels_hwc(image: Image.Image) -> torch.Tensor:
+    """A read-only uint8 (H, W, C) tensor of an RGB or L image's pixels (one copy, by PIL), to be
+    read only. (A copy-free view through Pillow's Arrow export was measured slower: its RGBX
+    layout makes the crop's copy a strided gather.)"""
+    with warnings.catch_warnings():
+        # np.asarray(PIL image) is read-only; it is only read (the crop is copied from it).
+        warnings.simplefilter("ignore", UserWarning)
+        array = torch.from_numpy(np.asarray(image))
+    return array.unsqueeze(-1) if array.dim() == 2 else array
+
+
+def resized_crop_uint8(image: Image.Image, box: tuple[int, int, int, int], size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Crop `box` = (left, top, crop_width, crop_height) out of an 8-bit PIL image and resize it
+    to `size` x `size` with torch's antialiased bilinear uint8 kernel
+    (`F.interpolate(antialias=True)`): uint8 (C, size, size), channels_last strides (HWC in memory).
+
+    This is torchvision's `resized_crop` (crop, then resize the crop). Downscaling, its pixels
+    are those of PIL's `image.crop(box).resize(...)` within one grey level (very rarely two: the
+    two kernels round their fixed-point sums differently), and those of PIL's `resize(box=...)`
+    (the float path, `RandomResizedCrop`) likewise except on the outermost output pixels, where
+    PIL's filter reads source pixels just outside the box.
+    Upscaling, PIL's box resize reads a whole source pixel past the box, which spreads over
+    several output pixels: `PretrainTransform` uses PIL there. About 2x cheaper than PIL's
+    box resize on one core, its copies included (docs/PERFORMANCE.md)."""
+    if interpolation not in _TENSOR_RESAMPLING:
+        raise ValueError(f"the uint8 crop resizes with interpolation in {_TENSOR_RESAMPLING}, got {interpolation!r}")
+    left, top, crop_w, crop_h = (int(v) for v in box)
+    width, height = image.size
+    if crop_w < 1 or crop_h < 1 or left < 0 or top < 0 or left + crop_w > width or top + crop_h > height:
+        raise ValueError(f"crop box (left, top, width, height)={box} does not lie inside the {width}x{height} image")
+    if image.mode not in ("RGB", "L"):
+        raise ValueError(f"the uint8 crop takes an RGB or L image, got mode {image.mode}")
+    array = _pixels_hwc(image)
+    crop = array[top : top + crop_h, left : left + crop_w].permute(2, 0, 1).unsqueeze(0)  # (1, C, h, w) view
+    # The kernel's fast path wants channels_last contiguous input: one copy of the crop only.
+    crop = crop.contiguous(memory_format=torch.channels_last)
+    if (crop_h, crop_w) == (size, size):
+        return crop[0]
+    return F.interpolate(crop, size=(size, size), mode=interpolation, antialias=True, align_corners=False)[0]
 
 
 class PretrainTransform:
     """Training augmentation of the paper: RandomResizedCrop(scale=(0.3, 1)) + ImageNet
-    normalisation. RGB PIL image -> float32 (3, size, size).
+    normalisation. RGB PIL image -> float32 (3, size, size), or with ``output="uint8"`` the
+    crop's uint8 (3, size, size) pixels, to be normalised on the device by the model.
 
     Bilinear by default, as torchvision's RandomResizedCrop in the I-JEPA reference code
-    (PIL's bilinear antialiases when downscaling); it is also ~2x faster than bicubic."""
+    (PIL's bilinear antialiases when downscaling); it is also ~2x faster than bicubic.
+
+    Both outputs draw the same crop box from `generator` (`RandomResizedCrop.get_params`).
+    "float32" resizes with PIL's `resize(box=...)` and normalises in the worker (the path
+    before uint8 batches, kept for callers that want normalised tensors). "uint8" returns the
+    same pixels before normalisation, except that a bilinear crop that is downscaled in both
+    directions (the usual case at 224 px) is resized by `resized_crop_uint8`, torch's
+    antialiased uint8 kernel, ~2x cheaper: within one grey level of the float path (very
+    rarely two) except on the outermost pixels, where PIL's box resize reads just past the
+    box (there it is within one grey level of PIL's crop-then-resize, torchvision's
+    RandomResizedCrop). Upscaled crops (Fashion-MNIST at 32 px) and other interpolations keep
+    PIL's exact pixels."""
 
     def __init__(
         self,
@@ -193,8 +280,10 @@ class PretrainTransform:
         interpolation: str = "bilinear",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        output: str = "float32",
     ) -> None:
         self.image_size = int(image_size)
+        self.output = _check_output(output, mean, std)
         self.crop = RandomResizedCrop(image_size, scale, ratio, interpolation)
         self.normalize = NormalizeToTensor(mean, std)
 
@@ -203,13 +292,20 @@ class PretrainTransform:
         return self.crop.draft_size
 
     def __call__(self, image: Image.Image, generator: RandomSource = None) -> torch.Tensor:
-        return self.normalize(self.crop(image, generator))
+        box = self.crop.get_params(*image.size, generator=generator)
+        if self.output == "float32":
+            return self.normalize(self.crop.resize(image, box))
+        size = self.image_size
+        if self.crop.interpolation in _TENSOR_RESAMPLING and min(box[2:]) >= size and image.mode in ("RGB", "L"):
+            return resized_crop_uint8(image, box, size, self.crop.interpolation)
+        return pil_to_tensor(self.crop.resize(image, box))
 
 
 class EvalTransform:
     """Evaluation preprocessing: shorter side resized to `image_size / crop_pct`, centre crop
-    `image_size`, ImageNet normalisation. Deterministic; `generator` is accepted and ignored
-    so both transforms share one call signature."""
+    `image_size`, ImageNet normalisation (float32 (C, S, S)); ``output="uint8"`` stops before
+    the normalisation (uint8 (C, S, S), the same pixels). Deterministic; `generator` is
+    accepted and ignored so both transforms share one call signature."""
 
     def __init__(
         self,
@@ -218,11 +314,13 @@ class EvalTransform:
         interpolation: str = "bicubic",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        output: str = "float32",
     ) -> None:
         if not 0 < crop_pct <= 1:
             raise ValueError(f"crop_pct must lie in (0, 1], got {crop_pct}")
         self.image_size = int(image_size)
         self.crop_pct = float(crop_pct)
+        self.output = _check_output(output, mean, std)
         self.resize_to = int(math.floor(image_size / crop_pct))
         self.interpolation = interpolation
         self._resample = _resample(interpolation)
@@ -244,4 +342,4 @@ class EvalTransform:
         left, top = int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
         if (left, top, width, height) != (0, 0, size, size):
             image = image.crop((left, top, left + size, top + size))
-        return self.normalize(image)
+        return pil_to_tensor(image) if self.output == "uint8" else self.normalize(image)
