@@ -76,34 +76,6 @@ def test_the_uint8_path_draws_the_float_paths_crop_boxes_and_pixels(monkeypatch,
         assert ring_differs
 
 
-def test_uint8_crops_are_a_few_times_cheaper_than_pil_on_the_same_boxes():
-    """The reason for the torch kernel: measured here, not assumed, on one thread as in a
-    DataLoader worker (generous bound for a loaded machine; docs/PERFORMANCE.md has the figures)."""
-    import time
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-
-    rng = np.random.default_rng(1)
-    image = noise(rng, 500, 375)
-    crop = data.RandomResizedCrop(224)
-    box = (40, 20, 380, 300)
-
-    def cpu_seconds(fn, repeats=60):
-        fn()
-        start = time.process_time()
-        for _ in range(repeats):
-            fn()
-        return time.process_time() - start
-
-    try:
-        pil = min(cpu_seconds(lambda: crop.resize(image, box)) for _ in range(3))
-        fast = min(cpu_seconds(lambda: data.resized_crop_uint8(image, box, 224)) for _ in range(3))
-    finally:
-        torch.set_num_threads(threads)
-    assert fast < pil / 1.5, (fast, pil)
-
-
 def test_normalize_pixels_is_the_worker_normalisation_exactly_and_checks_its_input():
     rng = np.random.default_rng(2)
     image = noise(rng, 50, 40)
