@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..data import FASHION_MNIST_HUB_ID, is_fashion_mnist
 from .features import feature_statistics
+from .labelled import dataset_display_name
 
 DEFAULT_WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 KNN_WEIGHTINGS = ("dino", "majority")
@@ -306,7 +307,7 @@ def probe_results(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     elif dataset is not None and not os.path.exists(dataset):
         dataset_fields = {"dataset": dataset, "dataset_name": dataset}
     else:  # an image folder: no Hub id to name
-        dataset_fields = {"dataset": "imagefolder", "dataset_name": os.path.basename(os.path.normpath(str(dataset)))}
+        dataset_fields = {"dataset": "imagefolder", "dataset_name": dataset_display_name(str(dataset))}
     common = {"task": "image-classification", **dataset_fields, "split": str(result.get("eval_split")), "metric": "accuracy"}
     layers = result.get("last_n_layers", 1)
     suffix = f", last {layers} blocks" if layers and layers > 1 else ""
