@@ -199,6 +199,7 @@ def run(args: ProbeArguments) -> dict:
         max_iter=args.max_iter,
         epochs=args.epochs,
         seed=args.seed,
+        progress="linear probe (weight-decay sweep, then the refit)",
     )
     result.update(
         method=method,

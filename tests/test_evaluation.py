@@ -815,3 +815,25 @@ def test_feature_extraction_shows_progress(capsys):
     assert "features (train):" in err and "/3 [" in err  # a bar over the 3 batches
     extract_features(model, loader)
     assert capsys.readouterr().err == ""  # no description: no bar
+
+
+def test_the_probe_shows_progress_over_its_fits(capsys):
+    from cjepa_hf.evaluation import train_linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=generator), torch.arange(40) % 2
+    train_linear_probe(x, y, x, y, weight_decays=(0.0, 0.1), max_iter=5, progress="probe")
+    err = capsys.readouterr().err
+    assert "probe:" in err and "/3 [" in err  # two weight decays, then the refit
+
+
+def test_linear_probe_mistakes_end_in_one_line(tmp_path, capsys):
+    script = load_script("linear_probe")
+    for argv, message in (
+        (["--model_name_or_path", str(tmp_path / "nothere")], "model folder"),
+        (["--model_name_or_pat", "x"], "did you mean --model_name_or_path?"),
+    ):
+        with pytest.raises(SystemExit) as raised:
+            script.main(argv)
+        err = capsys.readouterr().err
+        assert raised.value.code == 2 and err.count("\n") == 1 and message in err, err

@@ -809,15 +809,18 @@ def test_push_to_hub_names_a_hub_dataset_and_a_typo_is_one_line(tiny_run, tmp_pa
 def test_finetune_card_names_a_local_base_without_a_link(tiny_run):
     from cjepa_hf.hub import describe_finetune_base
 
-    trainer_text = "# ft\n\nThis model was trained from scratch on the my_images dataset.\n"
+    trainer_text = "---\ndatasets:\n- imagefolder\n---\n# ft\n\nThis model was trained from scratch on the my_images dataset.\n"
     config = CJEPAConfig(**{**TINY, "vicreg_weight": 0.0, "encoder_vicreg_weight": 0.05})
     text = describe_finetune_base(trainer_text, "/home/me/outputs/quickstart/encoder", config)
     assert "trained from scratch" not in text and "huggingface.co" not in text and "/home/me" not in text
+    assert ModelCard(text).data.datasets is None  # "imagefolder" is no Hub data set
     assert (
         "fine-tuned version of `encoder` (a local model, not on the Hub), pretrained with I-JEPA + encoder regulariser (ijepa+encvar)"
         in text
     )
-    hub_text = "This model is a fine-tuned version of [me/enc](https://huggingface.co/me/enc) on the x dataset."
+    hub_text = (
+        "---\ndatasets:\n- org/x\n---\nThis model is a fine-tuned version of [me/enc](https://huggingface.co/me/enc) on the x dataset."
+    )
     assert "[me/enc](https://huggingface.co/me/enc), pretrained with" in describe_finetune_base(hub_text, "me/enc", config)
 
 

@@ -31,8 +31,17 @@ class _OneLineErrors:
     of printing the whole usage block and exiting."""
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._refuse_unknown(args)
+        return super().parse_args(args, namespace)
+
+    def parse_args_into_dataclasses(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        self._refuse_unknown(args)
+        return super().parse_args_into_dataclasses(args, *rest, **kwargs)
+
+    def _refuse_unknown(self, args: Any) -> None:
         # An unknown flag first: "--repo_idd" should be answered with "did you mean --repo_id",
-        # not with argparse's "the following arguments are required: --repo_id".
+        # not with argparse's "the following arguments are required: --repo_id" (nor with a
+        # dataclass's own check of the values that did parse).
         required = [a for a in self._actions if a.required]
         for action in required:
             action.required = False
@@ -43,7 +52,6 @@ class _OneLineErrors:
                 action.required = True
         if extras:
             self.error("unrecognized arguments: " + " ".join(extras))
-        return super().parse_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         unknown = re.match(r"unrecognized arguments: (.*)", message)
@@ -84,12 +92,13 @@ def split_debug(argv: list[str]) -> tuple[list[str], bool]:
 @contextlib.contextmanager
 def user_errors(debug: bool, prog: str) -> Iterator[None]:
     """Inside: a `ValueError` / `FileNotFoundError` / `UsageError` (a bad flag, value, path) or a
-    `ConnectionError` (a Hub id that cannot be reached: often a mistyped local path) ends the
+    `ConnectionError` (a Hub id that cannot be reached: often a mistyped local path) or another
+    `OSError` (transformers' answer to a model folder that does not exist) ends the
     process with one line on stderr (``prog: error: ...``) and exit code 2; with `debug` it
     propagates with its traceback."""
     try:
         yield
-    except (ValueError, FileNotFoundError, NotADirectoryError, ConnectionError) as error:
+    except (ValueError, OSError) as error:  # FileNotFoundError and ConnectionError are OSErrors
         if debug:
             raise
         text = " ".join(str(error).split()) or type(error).__name__

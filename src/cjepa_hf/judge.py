@@ -132,7 +132,15 @@ def judge_encoder(
         tick = time.time()
         logger.info("final judgement: linear probe and k-NN on the %s features (%d train, %d test)", name, len(train_y), len(test_y))
         scores = evaluate_features(
-            train_x, train_y, test_x, test_y, k=knn_k, temperature=knn_temperature, knn_weightings=("dino",), seed=seed
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            k=knn_k,
+            temperature=knn_temperature,
+            knn_weightings=("dino",),
+            seed=seed,
+            progress=f"judgement: linear probe on the {name} features",
         )
         result[name] = {
             "linear_top1": scores["linear_probe"]["accuracy"],

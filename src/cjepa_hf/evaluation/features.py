@@ -34,6 +34,9 @@ def load_encoder(name_or_path: str, *, random_init: bool = False, seed: int = 0,
     freshly initialised weights (seeded): the random-features baseline."""
     from transformers import AutoConfig, AutoModel  # "cjepa" is registered by importing this package
 
+    looks_like_a_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_a_path and not os.path.exists(os.path.expanduser(name_or_path)):  # not "owner/name" on the Hub
+        raise FileNotFoundError(f"model folder {name_or_path!r} does not exist (a folder with config.json, or a Hub id 'owner/name')")
     if random_init:
         config = AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)
         torch.manual_seed(seed)

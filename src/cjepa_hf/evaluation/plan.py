@@ -280,7 +280,10 @@ def build_knn_monitor(plan: EvaluationPlan, config: Any, data_args: Any, *, seed
         token=data_args.token,
     )
     if m["carved"]:
-        buffer = max(len(monitor), 50_000)  # undecoded records (paths or bytes): cheap to hold
+        # A local folder's records are paths (cheap to hold, and its order is class by class):
+        # shuffle widely. A remote stream is read, not listed: shuffle no more than it gives.
+        local = os.path.exists(os.path.expanduser(m["dataset"]))
+        buffer = max(len(monitor), 50_000) if local else len(monitor)
         monitor.stream.dataset = monitor.stream.dataset.shuffle(seed=seed, buffer_size=buffer)
     return monitor
 

@@ -264,13 +264,22 @@ def describe_finetune_base(card_text: str, base: str, config: Any = None) -> str
     """A fine-tuned model's card (Trainer's) with its base named. Trainer writes "trained from
     scratch" when `finetuned_from` is None, which is what a local base gets (a local path is no
     Hub link): that sentence becomes one naming the local base, not linked. With the base's
-    `CJEPAConfig`, the sentence says what it was pretrained with."""
+    `CJEPAConfig`, the sentence says what it was pretrained with. `datasets:` keeps Hub ids only
+    (Trainer names a local image folder "imagefolder", which links nowhere)."""
     pretrained = f", pretrained with {objective_heading(config)}" if isinstance(config, CJEPAConfig) else ""
+    card = ModelCard(card_text)
+    if card.data.datasets:  # Trainer writes a local folder's builder ("imagefolder") there: no Hub id
+        kept = [d for d in ([card.data.datasets] if isinstance(card.data.datasets, str) else card.data.datasets) if is_hub_id(d)]
+        card.data.datasets = kept or None
+    text = card.text
     if is_hub_id(base):
-        named = f"[{base}](https://huggingface.co/{base}){pretrained}"
-        return card_text.replace(f"[{base}](https://huggingface.co/{base})", named, 1) if pretrained else card_text
-    named = f"`{local_dataset_name(base)}` (a local model, not on the Hub){pretrained}"
-    return card_text.replace("This model was trained from scratch on ", f"This model is a fine-tuned version of {named}, on ", 1)
+        link = f"[{base}](https://huggingface.co/{base})"
+        text = text.replace(link, link + pretrained, 1)
+    else:
+        named = f"`{local_dataset_name(base)}` (a local model, not on the Hub){pretrained}"
+        text = text.replace("This model was trained from scratch on ", f"This model is a fine-tuned version of {named}, on ", 1)
+    card.text = text
+    return str(card)
 
 
 # ============================================================================ the card
