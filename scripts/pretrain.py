@@ -396,7 +396,7 @@ def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, survey, plan) 
     size = stream_num_examples(trainer.train_dataset) or survey.num_images
     epochs = f"{args.max_steps * global_batch / size:.2f} epochs of {size:,} images" if size else "epochs unknown (stream size not known)"
     logger.info(
-        "C-JEPA pretraining (%s): encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; "
+        "pretraining: objective %s, encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; "
         "%d steps x global batch %d (%d per device x %d accumulation x %d processes) = %s",
         config.objective,
         encoder / 1e6,

@@ -32,7 +32,7 @@ from .. import __version__
 from ..configuration_cjepa import CJEPAConfig
 from ..modeling_cjepa import CJEPAModel
 from ..processing_cjepa import build_image_processor
-from .results import is_fraction_metric, local_dataset_name, to_eval_result
+from .results import hub_dataset_id, is_fraction_metric, local_dataset_name, to_eval_result
 
 TEMPLATE_NAME = "cjepa_model_card.md"
 VARIANTS_NAME = "variants.json"
@@ -446,6 +446,7 @@ def render_model_card(
     if isinstance(datasets, str):
         datasets = [datasets]
     datasets = list(datasets) if datasets else list(entry.get("datasets") or [])
+    datasets = [hub_dataset_id(d) for d in datasets]  # "fashion_mnist" (the local IDX files) -> its Hub id
     # Only Hub ids go into the metadata (the Hub links them); a local data set is named in prose.
     hub_datasets = [d for d in datasets if is_hub_id(d)]
     local_datasets = [local_dataset_name(d) for d in datasets if not is_hub_id(d)]
