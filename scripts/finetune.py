@@ -34,7 +34,6 @@ import transformers
 from transformers import (
     AutoConfig,
     AutoModelForImageClassification,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -42,6 +41,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 import cjepa_hf  # noqa: F401 - registers the "cjepa" model type with the Auto classes
+from cjepa_hf.cli import OneLineParser, split_debug, user_errors
 from cjepa_hf.evaluation import (
     ACCURACY_METRIC_PATH,
     batch_transform,
@@ -54,7 +54,7 @@ from cjepa_hf.evaluation import (
     split_train_eval,
     subsample,
 )
-from cjepa_hf.hub import is_hub_id
+from cjepa_hf.hub import describe_finetune_base, hub_dataset_id, is_hub_id
 
 logger = logging.getLogger("cjepa_hf.finetune")
 
@@ -106,14 +106,16 @@ class DataTrainingArguments:
 
 
 def parse_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments))
+    parser = OneLineParser((ModelArguments, DataTrainingArguments, TrainingArguments))
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
     return parser.parse_args_into_dataclasses(args=argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
+    with user_errors(debug, "finetune.py"):  # a bad flag or value: one line, exit 2
+        model_args, data_args, training_args = parse_args(argv)
     # The transforms add pixel_values / labels on the fly: the image column must reach them.
     training_args.remove_unused_columns = False
     logging.basicConfig(
@@ -239,8 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
         "tags": ["image-classification", "vision", "cjepa", "jepa"],
     }
     if data_args.dataset_name is not None:
-        card_kwargs["dataset"] = data_args.dataset_name
-        card_kwargs["dataset_tags"] = data_args.dataset_name
+        dataset_id = hub_dataset_id(data_args.dataset_name)
+        card_kwargs["dataset"] = dataset_id if is_hub_id(dataset_id) else os.path.basename(os.path.normpath(dataset_id))
+        if is_hub_id(dataset_id):  # the card's `datasets:` links to the Hub: never a local path
+            card_kwargs["dataset_tags"] = dataset_id
+    elif data_args.train_dir is not None:
+        card_kwargs["dataset"] = os.path.basename(os.path.normpath(data_args.train_dir))
     all_results.update(base_model=base_model, eval_split=eval_name, num_labels=len(labels))
     if trainer.is_world_process_zero():
         # Trainer.save_metrics merged train and eval into all_results.json; add what they lack.
@@ -256,6 +262,12 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub(**card_kwargs)
     else:
         trainer.create_model_card(**card_kwargs)
+        if trainer.is_world_process_zero():  # name the base, also a local one (Trainer says "from scratch")
+            readme = os.path.join(training_args.output_dir, "README.md")
+            with open(readme, encoding="utf-8") as f:
+                text = f.read()
+            with open(readme, "w", encoding="utf-8") as f:
+                f.write(describe_finetune_base(text, base_model, config))
     print(json.dumps(all_results, indent=2, sort_keys=True))
     return all_results
 

@@ -28,12 +28,13 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import HfArgumentParser
 
+from cjepa_hf.cli import OneLineParser, split_debug, user_errors
 from cjepa_hf.data import auto_pad_to
 from cjepa_hf.evaluation import (
     DEFAULT_WEIGHT_DECAYS,
     ClassificationTransform,
+    dataset_display_name,
     evaluate_features,
     extract_features,
     label_names,
@@ -138,8 +139,11 @@ def run(args: ProbeArguments) -> dict:
             patch_size = image_size  # no patch grid: Fashion-MNIST is padded whenever image_size >= 28
             pad_to = auto_pad_to(args.dataset_name, image_size, patch_size) if not args.train_dir else None
             transform = ClassificationTransform(image_size, train=False, pad_to=pad_to)
-        train_x, train_y = raw_pixel_features(train, transform=transform, batch_size=args.batch_size, **columns)
-        test_x, test_y = raw_pixel_features(test, transform=transform, batch_size=args.batch_size, **columns)
+        logger.info("raw pixels of %d train and %d %s images", len(train), len(test), eval_name)
+        train_x, train_y = raw_pixel_features(train, transform=transform, batch_size=args.batch_size, progress="pixels (train)", **columns)
+        test_x, test_y = raw_pixel_features(
+            test, transform=transform, batch_size=args.batch_size, progress=f"pixels ({eval_name})", **columns
+        )
         method = "raw pixels"
     else:
         model = load_encoder(args.model_name_or_path, random_init=args.random_init, seed=args.seed)
@@ -170,9 +174,15 @@ def run(args: ProbeArguments) -> dict:
             num_workers=args.num_workers,
             **columns,
         )
-        train_x, train_y = extract_features(model, train, cache_path=caches.get("train"), cache_key={**key, "split": "train"}, **common)
-        test_x, test_y = extract_features(model, test, cache_path=caches.get("eval"), cache_key={**key, "split": eval_name}, **common)
+        logger.info("features of %d train and %d %s images (%s)", len(train), len(test), eval_name, method)
+        train_x, train_y = extract_features(
+            model, train, cache_path=caches.get("train"), cache_key={**key, "split": "train"}, progress="features (train)", **common
+        )
+        test_x, test_y = extract_features(
+            model, test, cache_path=caches.get("eval"), cache_key={**key, "split": eval_name}, progress=f"features ({eval_name})", **common
+        )
     extract_s = time.time() - start
+    logger.info("features in %.0f s; linear probe (weight decay sweep) and k-NN", extract_s)
 
     start = time.time()
     weight_decays = [float(v) for v in args.weight_decays.split(",") if v.strip()]
@@ -189,6 +199,7 @@ def run(args: ProbeArguments) -> dict:
         max_iter=args.max_iter,
         epochs=args.epochs,
         seed=args.seed,
+        progress="linear probe (weight-decay sweep, then the refit)",
     )
     result.update(
         method=method,
@@ -231,19 +242,21 @@ def format_result(result: dict) -> str:
         "eff. rank",
         "eff. rank (centred)",
     ]
-    title = f"{result['dataset']}: {result['num_train']} training examples, {result['num_eval']} in '{result['eval_split']}'"
+    name = result["dataset"] if not os.path.exists(str(result["dataset"])) else dataset_display_name(result["dataset"])
+    title = f"{name}: {result['num_train']} training examples, {result['num_eval']} in '{result['eval_split']}'"
     return title + "\n\n" + markdown_table(header, [row])
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser(ProbeArguments)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    parser = OneLineParser(ProbeArguments)
+    argv, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    result = run(args)
+    with user_errors(debug, "linear_probe.py"):  # a bad flag, a missing folder: one line, exit 2
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            (args,) = parser.parse_json_file(argv[0])
+        else:
+            (args,) = parser.parse_args_into_dataclasses(args=argv)
+        result = run(args)
     print(format_result(result))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

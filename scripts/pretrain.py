@@ -2,20 +2,16 @@
 """Pretrain a C-JEPA model.
 
     accelerate launch scripts/pretrain.py                                   # the quick start (recipes/quickstart-fashion-mnist.json)
-    accelerate launch scripts/pretrain.py --max_steps 50 --output_dir X     # the quick start with two flags changed
-    accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-600ep.json   # a recipe file (JSON or YAML)
+    accelerate launch scripts/pretrain.py --dataset_name my_images/ --output_dir outputs/mine   # your own images
     accelerate launch scripts/pretrain.py recipes/vit-b16-in1k-100ep.json --max_steps 1000 --output_dir Y
     accelerate launch scripts/pretrain.py recipes/small-data-fashion-mnist.json --objective cjepa --config_overrides vicreg_weight=0.02
     accelerate launch --config_file recipes/accelerate-fsdp.yaml scripts/pretrain.py recipes/vit-l16-in1k-600ep.json  # FSDP2
 
 Arguments compose: the base is the recipe file given first (default: the quick start), and
-every flag on the command line replaces that field of the recipe; `--config_overrides`
-(a JSON object or transformers' `k=v,k2=v2` form) is merged key by key into the recipe's.
-The fields are those of ModelArguments, DataArguments and EvaluationArguments below and of
-`cjepa_hf.trainer.CJEPATrainingArguments` (all of transformers' TrainingArguments).
-
-Recipes (recipes/): quickstart-fashion-mnist.json, small-data-fashion-mnist.json,
-vit-{t,s,b}16-in1k-100ep.json, vit-{b,l}16-in1k-600ep.json.
+every flag replaces that field of the recipe; `--config_overrides` (a JSON object or
+`k=v,k2=v2`) is merged key by key into the recipe's. A `--dataset_name` that replaces the
+recipe's data set drops the recipe's evaluation sets: evaluation follows your data (labelled:
+k-NN monitor, online probe and final judgement on it; unlabelled: all off).
 """
 
 from __future__ import annotations
@@ -25,21 +21,21 @@ import copy
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
 from cjepa_hf import PRESET_NAMES, CJEPAConfig, CJEPAForPreTraining
 from cjepa_hf import configuration_cjepa as configuration
+from cjepa_hf.cli import OneLineParser, config_help, process_start_time, short_help, split_debug, user_errors
 from cjepa_hf.configuration_cjepa import OBJECTIVES, parse_config_overrides
-from cjepa_hf.data import build_pretrain_dataset, is_fashion_mnist
+from cjepa_hf.data import build_pretrain_dataset
+from cjepa_hf.evaluation.plan import build_knn_monitor, drop_recipe_data_settings, plan_evaluation, start_up_lines, survey_data
 from cjepa_hf.masking import MaskCollator
 from cjepa_hf.modeling_cjepa import build_image_processor
-from cjepa_hf.online_eval import KNNMonitorSet
 from cjepa_hf.plotting import CurvesCallback, plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
 from cjepa_hf.training.data_hooks import stream_num_examples
@@ -52,11 +48,11 @@ QUICKSTART = os.path.join(RECIPES, "quickstart-fashion-mnist.json")
 
 @dataclass
 class ModelArguments:
-    preset: str | None = field(default=None, metadata={"help": ", ".join(PRESET_NAMES) + " (see CJEPAConfig.from_preset)."})
+    preset: str | None = field(default=None, metadata={"help": "Model size: " + ", ".join(PRESET_NAMES) + "."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Start from a saved CJEPAForPreTraining (folder or Hub id)."})
     config_overrides: str | None = field(
         default=None,
-        metadata={"help": "CJEPAConfig fields: a JSON object ('{\"vicreg_weight\": 0}') or k=v,k2=v2 (merged into the recipe's)."},
+        metadata={"help": "CJEPAConfig fields: k=v,k2=v2 or a JSON object, merged into the recipe's (--help_config lists them)."},
     )
     objective: str | None = field(
         default=None,
@@ -71,13 +67,20 @@ class ModelArguments:
 class DataArguments:
     dataset: str = field(
         default="ILSVRC/imagenet-1k",
-        metadata={"help": "Hub dataset id, local image folder, parquet/arrow files or glob, tar shards, or fashion_mnist."},
+        metadata={
+            "aliases": ["--dataset_name"],
+            "help": "Your images: a folder (flat, or one sub-folder per class), parquet/arrow files or a glob, tar "
+            "shards; or a Hub dataset id, or fashion_mnist.",
+        },
     )
-    split: str = field(default="train")
-    image_column: str = field(default="image")
-    label_column: str | None = field(default="label", metadata={"help": "Labels for the online probe (none: no probe)."})
+    split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    image_column: str = field(default="image", metadata={"aliases": ["--image_column_name"], "help": "Image column (parquet/arrow/Hub)."})
+    label_column: str | None = field(
+        default="label",
+        metadata={"aliases": ["--label_column_name"], "help": "Label column: the online probe, k-NN monitor and judgement (none: off)."},
+    )
     shuffle_buffer: int = field(default=10_000, metadata={"help": "Examples in the streaming shuffle buffer."})
-    streaming: bool = field(default=True)
+    streaming: bool = field(default=True, metadata={"help": "Stream the data (false: load it as a map-style dataset first)."})
     token: str | None = field(default=None, metadata={"help": "Hub token for gated datasets (default: the logged-in one)."})
 
 
@@ -86,8 +89,8 @@ class EvaluationArguments:
     eval_dataset: str | None = field(
         default=None,
         metadata={
-            "help": "Labelled source of the k-NN monitor (any --dataset form); with --eval_strategy steps "
-            "it logs eval_knn_top1 every --eval_steps. Carve it from the TRAIN images to choose settings."
+            "help": "Labelled images of the k-NN monitor (any --dataset_name form; default with your own labelled "
+            "data: a sample of it). Logs eval_knn_top1 every --eval_steps with --eval_strategy steps."
         },
     )
     eval_split: str = field(default="train", metadata={"help": "Split of --eval_dataset."})
@@ -96,8 +99,8 @@ class EvaluationArguments:
     final_eval_dataset: str | None = field(
         default=None,
         metadata={
-            "help": "Judge the encoder at the end on this labelled data set's test split (k-NN and linear probe "
-            "against its random initialisation and raw pixels), e.g. fashion_mnist."
+            "help": "Judge the encoder at the end on this labelled data (k-NN and linear probe against its random "
+            "initialisation and raw pixels); default with your own labelled local data: that data, 20%% held out."
         },
     )
     final_eval_train_samples: int | None = field(default=10_000, metadata={"help": "Train images for the final probes."})
@@ -105,13 +108,80 @@ class EvaluationArguments:
 
 
 PARSER_TYPES = (ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments)
+# --help shows these flags; --help_all every flag (all of transformers' TrainingArguments).
+HELP_GROUPS = {
+    "Model": ("objective", "preset", "model_name_or_path", "config_overrides"),
+    "Data": ("dataset", "split", "image_column", "label_column", "shuffle_buffer", "streaming", "token"),
+    "Evaluation": (
+        "eval_dataset",
+        "eval_split",
+        "eval_bank_size",
+        "eval_query_size",
+        "eval_strategy",
+        "eval_steps",
+        "eval_on_start",
+        "final_eval_dataset",
+        "final_eval_train_samples",
+        "final_eval_test_samples",
+        "online_probe",
+        "knn_k",
+    ),
+    "Training": (
+        "output_dir",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "warmup_start_lr",
+        "warmup_steps",
+        "final_lr",
+        "weight_decay",
+        "final_weight_decay",
+        "ema_momentum",
+        "final_ema_momentum",
+        "optim",
+        "bf16",
+        "seed",
+        "dataloader_num_workers",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "resume_from_checkpoint",
+        "report_to",
+    ),
+}
+ACCEPTED_OPTIM = ("adamw_torch", "adamw_torch_fused")
+
+
+def recipe_names() -> list[str]:
+    """The recipes in recipes/ (pretraining recipes: JSON or YAML, not accelerate configs)."""
+    return sorted(f for f in os.listdir(RECIPES) if f.endswith((".json", ".yaml", ".yml")) and not f.startswith("accelerate-"))
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(PARSER_TYPES, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for action in parser._actions:
+        if action.dest == "optim":  # CJEPATrainingArguments accepts only AdamW: show only those
+            action.choices, action.metavar = None, "{" + ",".join(ACCEPTED_OPTIM) + "}"
+            action.help = "AdamW kernel: " + " or ".join(ACCEPTED_OPTIM) + " (C-JEPA trains with AdamW and its own weight-decay schedule)."
+        elif action.dest == "warmup_steps":
+            action.help = "Steps of the linear warmup from --warmup_start_lr to --learning_rate (a float < 1: a fraction of max_steps)."
+    return parser
+
+
+def _help_text(parser: OneLineParser, recipe_values: dict) -> str:
+    header = (__doc__ or "").strip() + "\n\nRecipes (recipes/): " + ", ".join(recipe_names())
+    footer = (
+        "Defaults shown are the quick start recipe's where it sets them.\n"
+        "--help_all: every flag (all of transformers' TrainingArguments); --help_config: every CJEPAConfig field "
+        "(for --config_overrides); --debug: a traceback instead of a one-line error."
+    )
+    return short_help(parser, HELP_GROUPS, header=header, footer=footer, defaults=recipe_values)
 
 
 def _read_recipe(path: str) -> dict:
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"recipe {path!r} does not exist; recipes in {os.path.normpath(RECIPES)}: {', '.join(sorted(os.listdir(RECIPES)))}"
-        )
+        raise FileNotFoundError(f"recipe {path!r} does not exist; recipes in {os.path.normpath(RECIPES)}: {', '.join(recipe_names())}")
     with open(path) as f:
         if path.endswith(".json"):
             values = json.load(f)
@@ -124,28 +194,38 @@ def _read_recipe(path: str) -> dict:
     return values
 
 
-def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments]:
-    """A recipe (the first argument when it is a .json/.yaml file, else the quick start) with
-    the command-line flags over it; `config_overrides` merged key by key."""
-    parser = HfArgumentParser(PARSER_TYPES, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_run(argv: list[str]) -> tuple[tuple[ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments], dict]:
+    """The arguments (a recipe, the first argument when it is a .json/.yaml file, else the
+    quick start, with the command-line flags over it; `config_overrides` merged key by key),
+    and how they were made: {"recipe", "given" (flags), "dropped" (the recipe's data-specific
+    settings dropped because --dataset_name replaced its data), "follows_data"}."""
+    parser = build_parser()
     recipe = QUICKSTART
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         recipe, argv = argv[0], argv[1:]
     values = _read_recipe(recipe)
+    recipe_dataset = values.get("dataset")
     # Which flags were given: parse with every default suppressed.
     for action in parser._actions:
         if action.dest != "help":
             action.default = argparse.SUPPRESS
     given = vars(parser.parse_args(argv))
+    values, dropped = drop_recipe_data_settings(values, given)
     if "config_overrides" in given:
         merged = {**parse_config_overrides(values.get("config_overrides")), **parse_config_overrides(given["config_overrides"])}
         given["config_overrides"] = json.dumps(merged)
     values = {**values, **given}
     if "use_cpu" not in values and not torch.cuda.is_available():
         values["use_cpu"] = True  # without it, several CPU processes are not wrapped in DDP
-    parsed = HfArgumentParser(PARSER_TYPES).parse_dict(values)
-    logger.info("recipe %s, command-line flags %s", recipe, sorted(given))
-    return parsed
+    parsed = build_parser().parse_dict(values)
+    follows_data = "dataset" in given and given["dataset"] != recipe_dataset
+    origin = {"recipe": os.path.basename(recipe), "given": sorted(given), "dropped": dropped, "follows_data": follows_data}
+    return parsed, origin
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments]:
+    """The four argument objects of `parse_run`."""
+    return parse_run(argv)[0]
 
 
 def build_config(model_args: ModelArguments) -> CJEPAConfig:
@@ -153,85 +233,33 @@ def build_config(model_args: ModelArguments) -> CJEPAConfig:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # "done in" is the wall time of the command, imports included; called as a function (tests),
+    # of this call
+    started = (process_start_time() or time.time()) if argv is None else time.time()
+    argv, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
+    if any(a in ("-h", "--help", "--help_all", "--help-all", "--help_config", "--help-config") for a in argv):
+        print(_help_for(argv), end="")
+        raise SystemExit(0)
     # Until the arguments say which process logs, RANK (the launcher's global rank) decides.
     main_process = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if main_process else logging.WARNING)
-    model_args, data_args, eval_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
-    # should_log: global rank 0 only (log_on_each_node=False), never a node's first process by default
-    logging.getLogger().setLevel(logging.INFO if training_args.should_log else logging.WARNING)
-    set_seed(training_args.seed)
-
-    if model_args.model_name_or_path:
-        model = CJEPAForPreTraining.from_pretrained(model_args.model_name_or_path)
-        config = model.config
-        configuration.check_objective(config, model_args.objective, f"the loss fields of {model_args.model_name_or_path}")
-    else:
-        config = build_config(model_args)
-        model = CJEPAForPreTraining(config)
-    # the exact weights the run starts from, for the final judgement against them
-    initial_encoder = copy.deepcopy(model.target_encoder) if eval_args.final_eval_dataset else None
-    rank, world = training_args.process_index, training_args.world_size
-    dataset = build_pretrain_dataset(
-        data_args.dataset,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        split=data_args.split,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        streaming=data_args.streaming,
-        shuffle_buffer=data_args.shuffle_buffer,
-        seed=training_args.seed,
-        rank=rank,
-        world_size=world,
-        token=data_args.token,
-    )
-    monitor = None
-    if eval_args.eval_dataset:
-        monitor = KNNMonitorSet(
-            eval_args.eval_dataset,
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            split=eval_args.eval_split,
-            bank_size=eval_args.eval_bank_size,
-            query_size=eval_args.eval_query_size,
-            image_column=data_args.image_column,
-            label_column=data_args.label_column or "label",
-            token=data_args.token,
-        )
-    elif training_args.eval_strategy != "no" or training_args.eval_on_start:
-        raise ValueError(
-            f"--eval_strategy {training_args.eval_strategy} / --eval_on_start {training_args.eval_on_start} need "
-            "--eval_dataset (the k-NN monitor's labelled images); pass --eval_strategy no --eval_on_start false to run without it"
-        )
-    collator = MaskCollator(config, seed=training_args.seed, rank=rank)
-    # The preprocessing every saved folder (checkpoints, the export) carries for AutoImageProcessor
-    # users: images that training padded to the model's size (Fashion-MNIST 28 -> 32) are padded,
-    # not resized; others are resized and centre-cropped.
-    pad_to = dataset.decode_transform.pad_to
+    with user_errors(debug, "pretrain.py"):
+        trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to = _set_up(argv)
     padded = pad_to == config.image_size
-    processor = build_image_processor(config, resize=not padded)
-    trainer = CJEPATrainer(
-        model=model,
-        args=training_args,
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=processor,
-        eval_dataset=monitor,
-        callbacks=[CurvesCallback()],
-    )
-    log_start_summary(trainer, config, data_args, eval_args)
-
-    start = time.time()
+    train_start = time.time()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    wall = time.time() - start
+    train_time = time.time() - train_start
     trainer.save_model()  # the full CJEPAForPreTraining, to continue training (FSDP: gathered)
     trainer.save_state()  # trainer_state.json: the whole log history beside the model
     summary = {
         "objective": config.objective,
         "loss": config.describe_objective()["formula"],
-        "wall_time_s": wall,
         "global_step": trainer.state.global_step,
+        "train_time_s": train_time,
         **result.metrics,
+        "data": survey.to_dict(),
+        "evaluation_plan": plan.to_dict(),
+        "hardware": hardware_name(training_args.world_size),
     }
     # FSDP: rank 0 judges a full copy of the sharded target encoder (every rank takes part in the gather)
     encoder = gather_target_encoder(model) if trainer.is_fsdp_enabled and eval_args.final_eval_dataset else model.target_encoder
@@ -253,9 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
                 seed=training_args.seed,
             )
             summary["evaluation"] = judgement
-            print(f"\nThe encoder judged on {eval_args.final_eval_dataset} (test split):\n\n{judgement_table(judgement)}\n")
-        encoder_dir = os.path.join(out, "encoder")
-        export_encoder(out, encoder_dir, data_args, summary.get("evaluation"), wall)
+            where = f"{judgement['protocol']['dataset']} ({judgement['protocol']['test_split']})"
+            print(f"\nThe encoder judged on {where}:\n\n{judgement_table(judgement)}\n")
         logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
         if logs:
             plot_training_curves(trainer.state.log_history, os.path.join(out, "training_curves.png"))
@@ -265,9 +292,14 @@ def main(argv: list[str] | None = None) -> dict:
             summary["online_eval"] = [
                 {k: h[k] for k in ("step", "eval_knn_top1", "eval_linear_top1", "eval_runtime") if k in h} for h in evals
             ]
-        with open(os.path.join(out, "pretrain_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        logger.info("done in %.0f s; target encoder in %s", wall, encoder_dir)
+        summary["wall_time_s"] = time.time() - started
+        _write_summary(out, summary)
+        encoder_dir = os.path.join(out, "encoder")
+        logger.info("exporting the target encoder to %s", encoder_dir)
+        export_encoder(out, encoder_dir)
+        summary["wall_time_s"] = time.time() - started  # the export included
+        _write_summary(out, summary)
+        logger.info("done in %.0f s (training %.0f s); target encoder in %s", summary["wall_time_s"], train_time, encoder_dir)
     # Every rank waits for rank 0's exports, then the process group is torn down explicitly:
     # a rank that exits with it still alive can abort in gloo's threads at interpreter exit.
     trainer.accelerator.wait_for_everyone()
@@ -276,79 +308,135 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: DataArguments, eval_args: EvaluationArguments) -> None:
-    """What is about to run: parameters, data, steps, global batch and epochs."""
+def _help_for(argv: list[str]) -> str:
+    if any(a in ("--help_config", "--help-config") for a in argv):
+        return config_help()
+    if any(a in ("--help_all", "--help-all") for a in argv):
+        return build_parser().format_help()
+    return _help_text(build_parser(), _read_recipe(QUICKSTART))
+
+
+def _write_summary(out: str, summary: dict) -> None:
+    with open(os.path.join(out, "pretrain_summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+
+
+def hardware_name(world_size: int) -> str:
+    """What trained: "2 x NVIDIA H100 80GB HBM3" or "CPU" (with the process count)."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return f"{world_size} x {name}" if world_size > 1 else name
+
+
+def _set_up(argv: list[str]):
+    """Everything before training, where a mistake is the user's (one line, exit 2 in `main`)."""
+    (model_args, data_args, eval_args, training_args), origin = parse_run(argv)
+    # should_log: global rank 0 only (log_on_each_node=False), never a node's first process by default
+    logging.getLogger().setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    logger.info(
+        "recipe %s%s; command-line flags %s",
+        origin["recipe"],
+        f", its data-specific settings ({', '.join(origin['dropped'])}) not used with --dataset_name" if origin["dropped"] else "",
+        origin["given"],
+    )
+    set_seed(training_args.seed)
+    if model_args.model_name_or_path:
+        model = CJEPAForPreTraining.from_pretrained(model_args.model_name_or_path)
+        config = model.config
+        configuration.check_objective(config, model_args.objective, f"the loss fields of {model_args.model_name_or_path}")
+    else:
+        config = build_config(model_args)
+        model = CJEPAForPreTraining(config)
+    rank, world = training_args.process_index, training_args.world_size
+    dataset = build_pretrain_dataset(
+        data_args.dataset,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        split=data_args.split,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        streaming=data_args.streaming,
+        shuffle_buffer=data_args.shuffle_buffer,
+        seed=training_args.seed,
+        rank=rank,
+        world_size=world,
+        token=data_args.token,
+    )
+    survey = survey_data(dataset, data_args.dataset, data_args.split, image_column=data_args.image_column, token=data_args.token)
+    plan = plan_evaluation(survey, data_args, eval_args, training_args, follows_data=origin["follows_data"])
+    monitor = None
+    if eval_args.eval_dataset:
+        monitor = build_knn_monitor(plan, config, data_args, seed=training_args.seed)
+    elif training_args.eval_strategy != "no" or training_args.eval_on_start:
+        raise ValueError(
+            f"--eval_strategy {getattr(training_args.eval_strategy, 'value', training_args.eval_strategy)} / --eval_on_start "
+            f"{training_args.eval_on_start} need --eval_dataset (the k-NN monitor's labelled images); pass --eval_strategy no "
+            "--eval_on_start false to run without it"
+        )
+    # the exact weights the run starts from, for the final judgement against them
+    initial_encoder = copy.deepcopy(model.target_encoder) if eval_args.final_eval_dataset else None
+    collator = MaskCollator(config, seed=training_args.seed, rank=rank)
+    # The preprocessing every saved folder (checkpoints, the export) carries for AutoImageProcessor
+    # users: images that training padded to the model's size (Fashion-MNIST 28 -> 32) are padded,
+    # not resized; others are resized and centre-cropped.
+    pad_to = dataset.decode_transform.pad_to
+    processor = build_image_processor(config, resize=pad_to != config.image_size)
+    trainer = CJEPATrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        eval_dataset=monitor,
+        callbacks=[CurvesCallback()],
+    )
+    log_start_summary(trainer, config, survey, plan)
+    return trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to
+
+
+def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, survey, plan) -> None:
+    """What is about to run: parameters, data found, steps, global batch and epochs, what is
+    evaluated on what, and warnings where one setting makes another meaningless."""
     args = trainer.args
     model = trainer.accelerator.unwrap_model(trainer.model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     encoder = sum(p.numel() for p in model.target_encoder.parameters())
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    size = stream_num_examples(trainer.train_dataset)
+    size = stream_num_examples(trainer.train_dataset) or survey.num_images
     epochs = f"{args.max_steps * global_batch / size:.2f} epochs of {size:,} images" if size else "epochs unknown (stream size not known)"
     logger.info(
-        "Pretraining (objective %s: %s): encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; data %s [%s]; "
-        "%d steps x global batch %d (%d per device x %d accumulation x %d processes) = %s; online probe %s; k-NN monitor %s",
+        "pretraining: objective %s, encoder %.2fM parameters (%.2fM trainable in all), %dx%d px, patch %d; "
+        "%d steps x global batch %d (%d per device x %d accumulation x %d processes) = %s",
         config.objective,
-        config.describe_objective()["formula"],
         encoder / 1e6,
         trainable / 1e6,
         config.image_size,
         config.image_size,
         config.patch_size,
-        data_args.dataset,
-        data_args.split,
         args.max_steps,
         global_batch,
         args.per_device_train_batch_size,
         args.gradient_accumulation_steps,
         args.world_size,
         epochs,
-        "on" if trainer.online_probe is not None else "off",
-        f"{eval_args.eval_dataset}[{eval_args.eval_split}] every {args.eval_steps} steps" if eval_args.eval_dataset else "off",
     )
+    info, warnings = start_up_lines(survey, plan, config, args)
+    for line in info:
+        logger.info("%s", line)
+    for line in warnings:
+        logger.warning("%s", line)
 
 
-def export_encoder(run_dir: str, encoder_dir: str, data_args: DataArguments, evaluation: dict | None, wall: float) -> None:
+def export_encoder(run_dir: str, encoder_dir: str) -> None:
     """The target encoder as a release folder (`cjepa_hf.hub.export_release`, the one export
-    path): weights, remote code, the image processor training used, and the model card with
-    the run's settings and, when the run judged itself, its k-NN / linear-probe results beside
-    its random start and raw pixels."""
-    from cjepa_hf.hub import export_release
-    from cjepa_hf.judge import judgement_table
+    path): weights, remote code, the image processor training used, and the model card, which
+    reads the run's data set, hardware, wall time and judgement from its pretrain_summary.json."""
+    import shutil
 
-    results, extra = None, None
-    if evaluation:
-        protocol = evaluation["protocol"]
-        dataset = "zalando-datasets/fashion_mnist" if is_fashion_mnist(protocol["dataset"]) else protocol["dataset"]
-        results = [
-            {
-                "task": "image-classification",
-                "dataset": dataset,
-                "dataset_name": protocol["dataset"],
-                "split": protocol["test_split"],
-                "metric": "accuracy",
-                "value": evaluation["trained"][key],
-                "protocol": name,
-            }
-            for key, name in (("linear_top1", "linear probe"), ("knn_top1", "k-NN"))
-        ]
-        extra = (
-            f"## How it compares with its random initialisation and raw pixels\n\nMeasured at the end of this run on "
-            f"{protocol['dataset']} ({protocol['test_samples']} {protocol['test_split']} images; probes trained on "
-            f"{protocol['train_samples']} {protocol['train_split']} images; k-NN k={protocol['knn_k']}, "
-            f"T={protocol['knn_temperature']}):\n\n{judgement_table(evaluation)}\n"
-        )
+    from cjepa_hf.hub import export_release
+
     if os.path.isdir(encoder_dir):
         shutil.rmtree(encoder_dir)  # this run's previous export (a resumed run exports again)
-    export_release(
-        run_dir,
-        encoder_dir,
-        model_name=os.path.basename(os.path.normpath(run_dir)),
-        results=results,
-        datasets=[data_args.dataset],
-        extra_text=extra,
-        compute={"hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU", "wall_time_s": round(wall, 1)},
-    )
+    export_release(run_dir, encoder_dir, model_name=os.path.basename(os.path.normpath(run_dir)))
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def make_record(
         "command": " ".join(shlex.quote(c) for c in command),
         "code_commit": code_commit,
         "wall_seconds": round(wall, 1),
-        "train_seconds": round(summary.get("wall_time_s", float("nan")), 1),
+        "train_seconds": round(summary.get("train_time_s", summary.get("wall_time_s", float("nan"))), 1),
         "timed_steps": _timed_steps(summary),
         "load_average_1min": load,
         "objective": summary.get("objective"),

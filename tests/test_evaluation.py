@@ -699,3 +699,141 @@ def test_experiment_probe_only_rescores_saved_encoders(tmp_path):
     assert runs[0]["encoder"] == str(work / "cjepa-seed0" / "encoder") and "log_history" not in runs[0]
     with pytest.raises(FileNotFoundError, match="no saved encoder at .*ijepa-seed0"):
         experiment.main(["--methods", "ijepa", "--tag", "missing", *common])
+
+
+# ----------------------------------------------------------------------------- issue 21: the evaluation plan
+
+
+def _args(**values):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**values)
+
+
+def _survey(**kw):
+    from cjepa_hf.evaluation.plan import DataSurvey
+
+    fields = dict(source="/data/mine", split="train", kind="an image folder", num_images=100, class_names=["a", "b"], image_size=(32, 32))
+    return DataSurvey(**{**fields, **kw})
+
+
+def test_a_replaced_data_set_drops_the_recipes_evaluation_settings_only():
+    from cjepa_hf.evaluation.plan import drop_recipe_data_settings
+
+    recipe = {
+        "dataset": "fashion_mnist",
+        "eval_dataset": "fashion_mnist",
+        "final_eval_dataset": "fashion_mnist",
+        "eval_bank_size": 2000,
+        "max_steps": 400,
+    }
+    kept, dropped = drop_recipe_data_settings(recipe, {"dataset": "/data/mine", "eval_bank_size": 50})
+    assert kept == {"dataset": "fashion_mnist", "eval_bank_size": 2000, "max_steps": 400}  # the flag's value wins later
+    assert dropped == ["eval_dataset", "final_eval_dataset"]
+    assert drop_recipe_data_settings(recipe, {"max_steps": 3}) == (recipe, [])
+    assert drop_recipe_data_settings(recipe, {"dataset": "fashion_mnist"}) == (recipe, [])
+
+
+def test_the_monitor_is_carved_to_the_size_of_the_users_data():
+    from cjepa_hf.evaluation.plan import monitor_sizes
+
+    assert monitor_sizes(40, 5000, 1000) == (32, 8)
+    assert monitor_sizes(100_000, 5000, 1000) == (5000, 1000)
+    assert monitor_sizes(None, 5000, 1000) == (5000, 1000)  # a stream of unknown size: the asked sizes
+    assert monitor_sizes(9, 5000, 1000) is None
+
+
+def test_unlabelled_data_turns_evaluation_off_and_labelled_data_is_its_own_evaluation():
+    from transformers.trainer_utils import IntervalStrategy
+
+    from cjepa_hf.evaluation.plan import plan_evaluation
+
+    def args():
+        evaluation = _args(eval_dataset=None, eval_split="train", eval_bank_size=5000, eval_query_size=1000, final_eval_dataset=None)
+        evaluation.final_eval_train_samples, evaluation.final_eval_test_samples = 10_000, None
+        training = _args(
+            eval_strategy=IntervalStrategy.STEPS, eval_on_start=True, online_probe=True, online_probe_num_labels=None, do_eval=True
+        )
+        return _args(), evaluation, training
+
+    data, evaluation, training = args()
+    plan = plan_evaluation(_survey(class_names=None, source="/nonexistent/flat"), data, evaluation, training, follows_data=True)
+    assert (plan.monitor, plan.final, plan.online_probe) == (None, None, False)
+    assert training.eval_strategy == IntervalStrategy.NO and training.eval_on_start is False
+    assert any("k-NN monitor off" in n and "has no labels" in n for n in plan.notes)
+
+    data, evaluation, training = args()
+    plan = plan_evaluation(_survey(source=REPO), data, evaluation, training, follows_data=True)  # REPO: a local path
+    assert (
+        plan.monitor["dataset"] == REPO and plan.monitor["carved"] and (plan.monitor["bank_size"], plan.monitor["query_size"]) == (80, 20)
+    )
+    assert evaluation.final_eval_dataset == REPO and plan.online_probe
+    # a stream (a Hub id) is not judged by default: its size is unknown and it would be downloaded
+    data, evaluation, training = args()
+    plan = plan_evaluation(_survey(source="org/big-data", num_images=None), data, evaluation, training, follows_data=True)
+    assert plan.final is None and plan.monitor["dataset"] == "org/big-data"
+
+
+@pytest.mark.parametrize(
+    "image_size, survey, warmup, expected",
+    [
+        (32, {"image_size": (64, 64)}, 0.1, ["they are downscaled (pass --config_overrides image_size=64"]),
+        (64, {"image_size": (28, 28)}, 0.1, ["they are upscaled"]),
+        (32, {"image_size": (28, 28), "source": "fashion_mnist"}, 0.1, []),  # padded 28 -> 32, not scaled
+        (32, {}, 9375, ["warmup_steps 9375 >= max_steps 2"]),
+        (32, {}, 2, ["warmup_steps 2 >= max_steps 2"]),
+        (32, {}, 1, []),
+    ],
+)
+def test_the_start_up_summary_warns_where_a_setting_makes_another_meaningless(image_size, survey, warmup, expected):
+    from cjepa_hf import CJEPAConfig
+    from cjepa_hf.evaluation.plan import EvaluationPlan, start_up_lines
+
+    config = CJEPAConfig(**{**TINY, "image_size": image_size})
+    training = _args(warmup_steps=warmup, max_steps=2, eval_strategy="no", eval_steps=None)
+    info, warnings = start_up_lines(_survey(**survey), EvaluationPlan(None, None, False, []), config, training)
+    assert len(warnings) == len(expected) and all(e in w for e, w in zip(expected, warnings)), warnings
+    assert info[0].startswith("data: ") and "100 images, 2 classes (a, b)" in info[0]
+
+
+def test_a_split_folder_is_named_by_its_parent():
+    from cjepa_hf.evaluation import dataset_display_name
+
+    assert dataset_display_name("/home/me/my_images/train") == "my_images"
+    assert dataset_display_name("my_images/") == "my_images" and dataset_display_name("data/shard.parquet") == "shard.parquet"
+
+
+def test_feature_extraction_shows_progress(capsys):
+    from cjepa_hf import CJEPAConfig, CJEPAModel
+    from cjepa_hf.evaluation import extract_features
+
+    model = CJEPAModel(CJEPAConfig(**TINY))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(6, 3, 32, 32), torch.arange(6)), batch_size=2)
+    features, labels = extract_features(model, loader, progress="features (train)")
+    assert features.shape == (6, TINY["hidden_size"]) and labels.tolist() == list(range(6))
+    err = capsys.readouterr().err
+    assert "features (train):" in err and "/3 [" in err  # a bar over the 3 batches
+    extract_features(model, loader)
+    assert capsys.readouterr().err == ""  # no description: no bar
+
+
+def test_the_probe_shows_progress_over_its_fits(capsys):
+    from cjepa_hf.evaluation import train_linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=generator), torch.arange(40) % 2
+    train_linear_probe(x, y, x, y, weight_decays=(0.0, 0.1), max_iter=5, progress="probe")
+    err = capsys.readouterr().err
+    assert "probe:" in err and "/3 [" in err  # two weight decays, then the refit
+
+
+def test_linear_probe_mistakes_end_in_one_line(tmp_path, capsys):
+    script = load_script("linear_probe")
+    for argv, message in (
+        (["--model_name_or_path", str(tmp_path / "nothere")], "model folder"),
+        (["--model_name_or_pat", "x"], "did you mean --model_name_or_path?"),
+    ):
+        with pytest.raises(SystemExit) as raised:
+            script.main(argv)
+        err = capsys.readouterr().err
+        assert raised.value.code == 2 and err.count("\n") == 1 and message in err, err

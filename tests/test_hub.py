@@ -207,7 +207,7 @@ def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tin
     assert ("**Note.**" in text) == bool(entry["preset"])
     # architecture, masking and loss come from the run's real config
     assert "| width / depth / heads | 32 / 2 / 4 |" in text and "| patch tokens | 64 (8 x 8), no CLS token |" in text
-    assert "| projector sizes | (32, 64, 64) |" in text and "| min patches kept | 4 |" in text
+    assert "projector_dims = (64, 64)" in text and "| min patches kept | 4 |" in text
     # the recipe comes from the run's real training arguments, own fields included
     assert "| learning_rate | 0.05 |" in text and "| max_steps | 2 |" in text and "| final_lr | 1e-06 |" in text
     assert "| ema_momentum | 0.5 |" in text and "num_train_epochs" not in text and "output_dir" not in text
@@ -221,10 +221,10 @@ def test_every_variant_renders_from_the_run_config_and_parses_back(tmp_path, tin
     results = _section(text, "Results")
     assert "Not evaluated" in results and not re.search(r"\d", results)
     if entry["family"] == "ijepa":
-        assert "VICReg played no part in training these weights" in text and "CC BY-NC 4.0" in text
+        assert "These weights come from I-JEPA's objective alone" in text and "CC BY-NC 4.0" in text
         assert "not a record of the original run" in text
     else:
-        assert "C-JEPA paper's Algorithm 1 (Mo & Tong, NeurIPS 2024" in text and "C-JEPA has no official code" in text
+        assert "(Algorithm 1) | 0.001 | C-JEPA (Mo & Tong, NeurIPS 2024)" in text and "C-JEPA has no official code" in text
 
 
 def test_card_with_measured_results_has_model_index(tmp_path, tiny_run):
@@ -242,8 +242,10 @@ def test_card_with_measured_results_has_model_index(tmp_path, tiny_run):
     }
     assert loaded.data.metrics == ["accuracy", "rankme"]
     results = _section(loaded.text, "Results")
-    assert "| image-classification | Fashion-MNIST | test | linear probe accuracy | 0.8125 |" in results
+    # one unit in the text: percent (the model-index above keeps fractions, as transformers writes them)
+    assert "| image-classification | Fashion-MNIST | test | linear probe accuracy | 81.25% |" in results
     assert "| image-feature-extraction | Fashion-MNIST | test | RankMe effective rank | 17.75 |" in results
+    assert "0.8125" not in loaded.text.split("---", 2)[2] and "fractions in [0, 1]" in results
     assert "Not evaluated" not in results
     # no training arguments: the card says they were not recorded and invents none
     assert "were not recorded" in _section(loaded.text, "Training") and "learning_rate" not in loaded.text
@@ -267,9 +269,15 @@ def test_bad_results_are_refused(result, message):
 def test_vicreg_source_choice_is_documented():
     config = CJEPAConfig.from_preset("vit-s16", vicreg_source="context")
     text = render_model_card(config, model_name="me/s", variant=None).text
-    assert '`vicreg_source = "context"`' in text and "| VICReg source | context |" in text
-    off = render_model_card(CJEPAConfig.from_preset("vit-s16", vicreg_weight=0.0), model_name="me/s")
-    assert "VICReg was disabled for this run" in off.text and "vicreg" not in off.data.tags
+    assert '`vicreg_source = "context"`' in text and "vicreg_source = context" in text
+    assert "### Objective: pretrained with C-JEPA (I-JEPA + VICReg, context variant) (cjepa-context)" in text
+    # Without the paper's VICReg term the card never says C-JEPA of the run (issue 21: it said
+    # "VICReg was disabled" under a C-JEPA heading, and left the encoder regulariser out).
+    off = render_model_card(CJEPAConfig.from_preset("vit-s16", vicreg_weight=0.0, encoder_vicreg_weight=0.05), model_name="me/s")
+    assert "### Objective: pretrained with I-JEPA + encoder regulariser (ijepa+encvar)" in off.text
+    assert "C-JEPA (I-JEPA + VICReg)" not in off.text and "**I-JEPA ViT-S/16**" in off.text
+    assert "encoder_vicreg_weight = 0.05" in off.text and "vicreg" not in off.data.tags
+    assert "pretrained with I-JEPA + encoder regulariser (ijepa+encvar) by cjepa-hf" in off.text
 
 
 def test_paper_size_config_infers_its_variant_without_a_note(recwarn):
@@ -566,20 +574,20 @@ def _load_calls(text):
     return re.findall(r'from_pretrained\(\s*"([^"]+)"|model="([^"]+)"', _section(text, "How to use"))
 
 
-def test_card_snippets_load_from_the_hub_id_or_the_folder_never_a_bare_name(tiny_run, tmp_path):
+def test_card_snippets_load_by_repo_id_never_a_local_path(tiny_run, tmp_path):
+    """Issue 21: the snippets loaded from an absolute local path; now by repo id, a placeholder
+    one (explained in the card) when the model has none yet."""
     hub = render_model_card(tiny_run.config, model_name="me/run_tb")
     assert {a or b for a, b in _load_calls(hub.text)} == {"me/run_tb"}
+    assert "your-username" not in hub.text
     folder = tmp_path / "outputs" / "run_tb" / "encoder"
     local = render_model_card(tiny_run.config, model_name="run_tb", model_path=folder)
-    assert {a or b for a, b in _load_calls(local.text)} == {os.fspath(folder)}
+    assert {a or b for a, b in _load_calls(local.text)} == {"your-username/run_tb"}
+    assert os.fspath(tmp_path) not in local.text and "stands for the repo id it is" in local.text
     assert local.text.startswith("\n# run_tb\n")  # the name stays the title
-    with pytest.warns(UserWarning, match="'run_tb' is not a Hub id"):
-        bare = render_model_card(tiny_run.config, model_name="run_tb")
-    assert {a or b for a, b in _load_calls(bare.text)} == {"path/to/run_tb"}
-    # An export named by something that is not a Hub id loads from the folder it wrote.
     export_release(tiny_run.checkpoint, tmp_path / "rel", model_name="cjepa-tiny")
     card = ModelCard.load(tmp_path / "rel" / "README.md")
-    assert {a or b for a, b in _load_calls(card.text)} == {os.fspath(tmp_path / "rel")}
+    assert {a or b for a, b in _load_calls(card.text)} == {"your-username/cjepa-tiny"} and os.fspath(tmp_path) not in card.text
 
 
 def test_base_model_is_metadata_only_when_it_is_a_hub_id(tiny_run, tmp_path):
@@ -667,3 +675,163 @@ def test_push_without_network_ends_in_one_line_naming_the_repo(network, tmp_path
     assert lines[-1].startswith("error: cannot push to 'me/cjepa-tiny': the Hugging Face Hub cannot be reached (")
     assert ("OfflineModeIsEnabled" if network == "HF_HUB_OFFLINE=1" else "ConnectError") in lines[-1]
     assert sorted(os.listdir(tmp_path / "a")) == list(RELEASE_FILES)  # the release folder is kept
+
+
+# ============================================================================ issue 21: what was trained, from the run
+
+# Every loss field (LOSS_FIELDS) with a distinctive value, the fields that turn its term on, and
+# how the card writes it. A field added to LOSS_FIELDS without a row here fails the first assert;
+# a field dropped from describe_objective() or from the card fails the render check.
+LOSS_FIELD_CASES = {
+    "jepa_loss": ({"jepa_loss": "smooth_l1"}, "smooth_l1"),
+    "smooth_l1_beta": ({"jepa_loss": "smooth_l1", "smooth_l1_beta": 0.37}, "0.37"),
+    "vicreg_weight": ({"vicreg_weight": 0.0123}, "0.0123"),
+    "vicreg_sim_coeff": ({"vicreg_weight": 0.001, "vicreg_sim_coeff": 17.5}, "17.5"),
+    "vicreg_std_coeff": ({"vicreg_weight": 0.001, "vicreg_std_coeff": 23.25}, "23.25"),
+    "vicreg_cov_coeff": ({"vicreg_weight": 0.001, "vicreg_cov_coeff": 1.75}, "1.75"),
+    "vicreg_eps": ({"vicreg_weight": 0.001, "vicreg_eps": 0.00037}, "0.00037"),
+    "vicreg_source": ({"vicreg_weight": 0.001, "vicreg_source": "context"}, "context"),
+    "projector_dims": ({"vicreg_weight": 0.001, "projector_dims": [48, 40]}, "(48, 40)"),
+    "encoder_vicreg_weight": ({"vicreg_weight": 0.0, "encoder_vicreg_weight": 0.0456}, "0.0456"),
+    "encoder_vicreg_features": ({"vicreg_weight": 0.0, "encoder_vicreg_weight": 0.05, "encoder_vicreg_features": "both"}, "both"),
+}
+
+
+def test_the_loss_table_covers_every_loss_field():
+    from cjepa_hf.configuration_cjepa import LOSS_FIELDS
+
+    assert set(LOSS_FIELD_CASES) == set(LOSS_FIELDS)
+
+
+@pytest.mark.parametrize("field", sorted(LOSS_FIELD_CASES))
+def test_every_loss_field_reaches_the_card(field):
+    overrides, written = LOSS_FIELD_CASES[field]
+    config = CJEPAConfig(**{**TINY, **overrides})
+    assert getattr(config, field) != getattr(CJEPAConfig(**TINY), field)  # distinctive: not the default
+    text = render_model_card(config, model_name="me/x").text
+    objective = _section(text, "Training").split("### Objective", 1)[1].split("### Preprocessing")[0]
+    assert f"{field} = {written}" in objective, objective
+    assert f"({config.objective})" in objective.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "overrides, heading, c_jepa",
+    [
+        ({"vicreg_weight": 0.0, "encoder_vicreg_weight": 0.0}, "I-JEPA (ijepa)", False),
+        ({"vicreg_weight": 0.0, "encoder_vicreg_weight": 0.05}, "I-JEPA + encoder regulariser (ijepa+encvar)", False),
+        ({"vicreg_weight": 0.001, "encoder_vicreg_weight": 0.0}, "C-JEPA (I-JEPA + VICReg) (cjepa)", True),
+        ({"vicreg_weight": 0.001, "encoder_vicreg_weight": 0.05}, "C-JEPA (I-JEPA + VICReg) + encoder regulariser (cjepa+encvar)", True),
+    ],
+)
+def test_the_objective_heading_names_what_was_trained(overrides, heading, c_jepa):
+    card = render_model_card(CJEPAConfig(**{**TINY, **overrides}), model_name="me/x")
+    assert f"### Objective: pretrained with {heading}" in card.text
+    # "C-JEPA" is said of the run only when the paper's VICReg term is on
+    assert ("C-JEPA (I-JEPA + VICReg)" in card.text) == c_jepa and ("vicreg" in card.data.tags) == c_jepa
+    weights = [overrides["vicreg_weight"], overrides["encoder_vicreg_weight"]]
+    rows = [line for line in _section(card.text, "Training").splitlines() if line.startswith("| ") and " | this project" in line]
+    assert len(rows) == (weights[1] > 0)  # the encoder regulariser's row exactly when it is on
+
+
+def _judged_run(tiny_run, tmp_path, dataset):
+    """tiny_run's output folder with a pretrain_summary.json as scripts/pretrain.py writes it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.checkpoint.parent, run)
+    judgement = {
+        name: {"linear_top1": lin, "knn_top1": knn, "effective_rank_centered": 3.0, "dims": 32}
+        for name, lin, knn in (("trained", 0.75, 0.625), ("random_init", 0.5, 0.5), ("raw_pixels", 0.6, 0.55))
+    }
+    judgement["protocol"] = {
+        "dataset": dataset,
+        "train_split": "train",
+        "test_split": "train[held-out 20%]",
+        "train_samples": 40,
+        "test_samples": 8,
+        "knn_k": 20,
+        "knn_temperature": 0.07,
+    }
+    summary = {
+        "wall_time_s": 67.0,
+        "train_time_s": 25.0,
+        "hardware": "1 x NVIDIA H100 80GB HBM3",
+        "data": {"dataset": dataset, "split": "train", "images": 48, "classes": ["cats", "dogs"]},
+        "evaluation": judgement,
+    }
+    (run / "pretrain_summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_push_to_hub_reads_the_runs_dataset_hardware_and_judgement(tiny_run, tmp_path, capsys):
+    """Issue 21: the card said "pretraining data was not recorded" and "hardware not recorded"
+    for a run that recorded both, and left its judgement out; a local folder became a Hub link."""
+    user_folder = tmp_path / "my_images"
+    user_folder.mkdir()
+    run = _judged_run(tiny_run, tmp_path, os.fspath(user_folder))
+    script = _script("push_to_hub")
+    rc = script.main(
+        ["--checkpoint", os.fspath(run / "checkpoint-2"), "--output", str(tmp_path / "rel"), "--repo_id", "me/mine", "--no_push"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    card = ModelCard.load(tmp_path / "rel" / "README.md")
+    data = card.data.to_dict()
+    assert "datasets" not in data  # a local path is no Hub id: never in `datasets:`
+    assert "huggingface.co/datasets/" not in card.text and os.fspath(tmp_path) not in card.text
+    assert "`my_images` (a local data set, not on the Hub): 48 images, 2 classes (cats, dogs)" in card.text
+    assert "| hardware | 1 x NVIDIA H100 80GB HBM3 |" in card.text and "| training wall time | 67 s |" in card.text
+    got = {(r.dataset_type, r.dataset_name, r.metric_name, r.metric_value) for r in card.data.eval_results}
+    assert got == {("imagefolder", "my_images", "linear probe accuracy", 0.75), ("imagefolder", "my_images", "k-NN accuracy", 0.625)}
+    assert "| trained encoder | 62.50 | 75.00 | 32 |" in card.text and "| linear probe accuracy | 75.00% |" in card.text
+    # the old spellings still work; flags given win over the run's record
+    rc = script.main(
+        ["--checkpoint", os.fspath(run / "checkpoint-2"), "--output", str(tmp_path / "rel2"), "--repo-id", "me/m2", "--no-push"]
+        + ["--dataset", "org/data"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert ModelCard.load(tmp_path / "rel2" / "README.md").data.datasets == ["org/data"]
+
+
+def test_push_to_hub_names_a_hub_dataset_and_a_typo_is_one_line(tiny_run, tmp_path, capsys):
+    run = _judged_run(tiny_run, tmp_path, "fashion_mnist")
+    script = _script("push_to_hub")
+    checkpoint = os.fspath(run / "checkpoint-2")
+    assert script.main(["--checkpoint", checkpoint, "--output", str(tmp_path / "r"), "--repo_id", "me/f", "--no_push"]) == 0
+    card = ModelCard.load(tmp_path / "r" / "README.md")
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert {r.dataset_type for r in card.data.eval_results} == {"zalando-datasets/fashion_mnist"}
+    capsys.readouterr()
+    assert script.main(["--checkpoint", checkpoint, "--output", str(tmp_path / "s"), "--repo_idd", "me/f"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean --repo_id" in err
+
+
+def test_finetune_card_names_a_local_base_without_a_link(tiny_run):
+    from cjepa_hf.hub import describe_finetune_base
+
+    trainer_text = "---\ndatasets:\n- imagefolder\n---\n# ft\n\nThis model was trained from scratch on the my_images dataset.\n"
+    config = CJEPAConfig(**{**TINY, "vicreg_weight": 0.0, "encoder_vicreg_weight": 0.05})
+    text = describe_finetune_base(trainer_text, "/home/me/outputs/quickstart/encoder", config)
+    assert "trained from scratch" not in text and "huggingface.co" not in text and "/home/me" not in text
+    assert ModelCard(text).data.datasets is None  # "imagefolder" is no Hub data set
+    assert (
+        "fine-tuned version of `encoder` (a local model, not on the Hub), pretrained with I-JEPA + encoder regulariser (ijepa+encvar)"
+        in text
+    )
+    hub_text = (
+        "---\ndatasets:\n- org/x\n---\nThis model is a fine-tuned version of [me/enc](https://huggingface.co/me/enc) on the x dataset."
+    )
+    assert "[me/enc](https://huggingface.co/me/enc), pretrained with" in describe_finetune_base(hub_text, "me/enc", config)
+
+
+def test_the_pipeline_with_pool_returns_what_the_card_says(release):
+    """Issue 21: the card said "one vector" where the pipeline returns a list of one list."""
+    from transformers import pipeline
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    hidden = CJEPAConfig.from_pretrained(release.folder).hidden_size
+    features = pipeline("image-feature-extraction", model=str(release.folder), device="cpu")(image, pool=True)
+    assert isinstance(features, list) and len(features) == 1 and len(features[0]) == hidden
+    card = ModelCard.load(release.folder / "README.md").text
+    assert f"a list of one list of {hidden} floats: features[0] is the vector" in card
+    assert f"a tensor of shape (1, {hidden})" in card

@@ -59,7 +59,9 @@ def test_pretrain_script_end_to_end(tmp_path, caplog):
     assert summary["global_step"] == 40
     # the start-up summary says what is about to run, in epochs of the real data
     assert "40 steps x global batch 32 (32 per device x 1 accumulation x 1 processes) = 0.02 epochs of 60,000 images" in caplog.text
-    assert "online probe on; k-NN monitor fashion_mnist[train] every 20 steps" in caplog.text
+    assert "online probe: on, the 10 classes of fashion_mnist" in caplog.text
+    assert "k-NN monitor: fashion_mnist [train], bank 100, queries 50, every 20 steps" in caplog.text
+    assert "final judgement: fashion_mnist (test split)" in caplog.text and "upscaled" not in caplog.text  # padded 28 -> 32
     # the online evaluation: the k-NN monitor at steps 20 and 40, the probe in the training logs
     assert [e["step"] for e in summary["online_eval"]] == [20, 40]
     assert all(0.0 < e["eval_knn_top1"] <= 1.0 and 0.0 <= e["eval_linear_top1"] <= 1.0 for e in summary["online_eval"])

@@ -243,7 +243,7 @@ def test_trainer_model_card_is_the_cjepa_card(tmp_path, tiny_config):
     trainer.create_model_card(dataset="fashion_mnist")  # what Trainer.push_to_hub writes before uploading
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.pipeline_tag == "image-feature-extraction" and card.data.library_name == "transformers"
-    assert "fashion_mnist" in card.data.datasets
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]  # the Hub id of the local IDX files
     assert "model-index" not in card.content  # no results were measured, none are claimed
 
 

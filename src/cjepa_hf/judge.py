@@ -36,8 +36,10 @@ from .evaluation import (
     load_labelled_dataset,
     markdown_table,
     raw_pixel_features,
+    split_train_eval,
     subsample,
 )
+from .evaluation.plan import HELD_OUT_FRACTION
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ def judge_encoder(
 ) -> dict[str, Any]:
     """Linear-probe and k-NN top-1 (fractions) of the three feature sets on `dataset`.
 
+    A data set without `test_split` (a user's image folder of class sub-folders) is judged on
+    a stratified, seeded `HELD_OUT_FRACTION` of its `train_split`, the probes trained on the
+    rest; the protocol's test_split then reads e.g. "train[held-out 20%]". Each phase is
+    logged, and feature extraction shows a progress bar.
+
     Returns {"trained" | "random_init" | "raw_pixels": {"linear_top1", "knn_top1",
     "effective_rank_centered", "dims"}, "protocol": {...}, "seconds": {phase: wall time}}."""
     start = time.time()
@@ -79,27 +86,40 @@ def judge_encoder(
         "seed": seed,
     }
     cache = _raw_pixel_cache(protocol, cache_dir)
+    logger.info("final judgement on %s: loading the labelled images", dataset)
     data = load_labelled_dataset(dataset)
-    for split in (train_split, test_split):
-        if split not in data:
-            raise ValueError(f"{dataset!r} has no split {split!r}; it has {sorted(data)}")
+    if train_split not in data:
+        raise ValueError(f"{dataset!r} has no split {train_split!r}; it has {sorted(data)}")
+    if test_split in data:
+        train_part, test_part = data[train_split], data[test_split]
+    else:  # a user's folder: hold out part of its labelled images
+        train_part, test_part, test_split = split_train_eval(
+            data, train_split=train_split, eval_split=None, train_val_split=HELD_OUT_FRACTION, seed=seed
+        )
+        protocol["test_split"] = test_split
     transform = ClassificationTransform(image_size, train=False, pad_to=pad_to)
-    train = subsample(data[train_split], train_samples, seed=seed)
-    test = subsample(data[test_split], test_samples, seed=seed)
-    train_pix, train_y = raw_pixel_features(train, transform=transform, batch_size=batch_size)
-    test_pix, test_y = raw_pixel_features(test, transform=transform, batch_size=batch_size)
+    train = subsample(train_part, train_samples, seed=seed)
+    test = subsample(test_part, test_samples, seed=seed)
+    train_pix, train_y = raw_pixel_features(train, transform=transform, batch_size=batch_size, progress="judgement: decoding train images")
+    test_pix, test_y = raw_pixel_features(test, transform=transform, batch_size=batch_size, progress="judgement: decoding test images")
     shape = (-1, 3, image_size, image_size)
 
     seconds = {"data": time.time() - start}
 
-    def features(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def features(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, what: str) -> torch.Tensor:
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pixels.view(shape), labels), batch_size=batch_size)
-        return extract_features(model, loader)[0]
+        return extract_features(model, loader, progress=f"judgement: features of the {what}")[0]
 
     tick = time.time()
     sets = {
-        "trained": (features(encoder, train_pix, train_y), features(encoder, test_pix, test_y)),
-        "random_init": (features(initial_encoder, train_pix, train_y), features(initial_encoder, test_pix, test_y)),
+        "trained": (
+            features(encoder, train_pix, train_y, "trained encoder (train)"),
+            features(encoder, test_pix, test_y, "trained encoder (test)"),
+        ),
+        "random_init": (
+            features(initial_encoder, train_pix, train_y, "random initialisation (train)"),
+            features(initial_encoder, test_pix, test_y, "random initialisation (test)"),
+        ),
     }
     seconds["features"] = time.time() - tick
     result: dict[str, Any] = {}
@@ -110,8 +130,17 @@ def judge_encoder(
         sets["raw_pixels"] = (train_pix, test_pix)
     for name, (train_x, test_x) in sets.items():
         tick = time.time()
+        logger.info("final judgement: linear probe and k-NN on the %s features (%d train, %d test)", name, len(train_y), len(test_y))
         scores = evaluate_features(
-            train_x, train_y, test_x, test_y, k=knn_k, temperature=knn_temperature, knn_weightings=("dino",), seed=seed
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            k=knn_k,
+            temperature=knn_temperature,
+            knn_weightings=("dino",),
+            seed=seed,
+            progress=f"judgement: linear probe on the {name} features",
         )
         result[name] = {
             "linear_top1": scores["linear_probe"]["accuracy"],

@@ -25,7 +25,7 @@ Shapes: N examples, D encoder width, F feature size, C classes.
 from ..data import FASHION_MNIST_HUB_ID, FASHION_MNIST_NAMES, is_fashion_mnist
 from ..data import auto_pad_to as default_pad_to  # the former name of the one padding rule
 from .features import encode, extract_features, feature_statistics, load_encoder, raw_pixel_features
-from .labelled import check_columns, label_names, load_labelled_dataset, split_train_eval, subsample
+from .labelled import check_columns, dataset_display_name, label_names, load_labelled_dataset, split_train_eval, subsample
 from .metric import ACCURACY_METRIC_PATH, NumpyAccuracy, load_accuracy_metric
 from .preprocessing import (
     PROCESSOR_FILE,
@@ -65,6 +65,7 @@ __all__ = [
     "ProcessorTransform",
     "batch_transform",
     "check_columns",
+    "dataset_display_name",
     "collate_classification",
     "default_pad_to",
     "encode",

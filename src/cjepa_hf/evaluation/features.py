@@ -34,6 +34,9 @@ def load_encoder(name_or_path: str, *, random_init: bool = False, seed: int = 0,
     freshly initialised weights (seeded): the random-features baseline."""
     from transformers import AutoConfig, AutoModel  # "cjepa" is registered by importing this package
 
+    looks_like_a_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_a_path and not os.path.exists(os.path.expanduser(name_or_path)):  # not "owner/name" on the Hub
+        raise FileNotFoundError(f"model folder {name_or_path!r} does not exist (a folder with config.json, or a Hub id 'owner/name')")
     if random_init:
         config = AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)
         torch.manual_seed(seed)
@@ -94,6 +97,22 @@ def _batches(
         yield pixels, torch.as_tensor(labels).long()
 
 
+def _num_batches(data: Any, batch_size: int) -> int | None:
+    try:
+        return len(data) if isinstance(data, torch.utils.data.DataLoader) else -(-len(data) // batch_size)
+    except TypeError:
+        return None
+
+
+def _progress(batches: Iterator[Any], description: str | None, total: int | None) -> Iterator[Any]:
+    """`batches` behind a tqdm bar (the bar the Trainer shows too), or as they are without a description."""
+    if description is None:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=description, total=total, unit="batch", leave=False)
+
+
 def _load_cache(cache_path: str, key: Mapping[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     if not os.path.exists(cache_path):
         return None
@@ -134,6 +153,7 @@ def extract_features(
     num_workers: int = 0,
     cache_path: str | None = None,
     cache_key: Mapping[str, Any] | None = None,
+    progress: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of a frozen encoder, computed once: (features (N, F) float32 on the CPU, labels (N,) long).
 
@@ -142,7 +162,8 @@ def extract_features(
     (decoded with `transform`, default: the model's `ClassificationTransform` for evaluation),
     or a map-style dataset of such items. `last_n_layers`: see `encode`.
     `cache_path` (.pt or .npz): read when it exists and was made with the same `cache_key`,
-    else written after the pass. The model is put in eval mode; no gradients are kept."""
+    else written after the pass. The model is put in eval mode; no gradients are kept.
+    `progress`: the description of a progress bar over the batches (None: no bar)."""
     if cache_path is not None:
         cached = _load_cache(cache_path, cache_key)
         if cached is not None:
@@ -152,13 +173,17 @@ def extract_features(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
     features, labels = [], []
-    for pixels, y in _batches(
-        dataset_or_loader,
-        batch_size=batch_size,
-        transform=transform,
-        image_column=image_column,
-        label_column=label_column,
-        num_workers=num_workers,
+    for pixels, y in _progress(
+        _batches(
+            dataset_or_loader,
+            batch_size=batch_size,
+            transform=transform,
+            image_column=image_column,
+            label_column=label_column,
+            num_workers=num_workers,
+        ),
+        progress,
+        _num_batches(dataset_or_loader, batch_size),
     ):
         features.append(encode(model, pixels.to(device, non_blocking=True), last_n_layers).float().cpu())
         labels.append(y)
@@ -179,20 +204,25 @@ def raw_pixel_features(
     image_column: str = "image",
     label_column: str = "label",
     num_workers: int = 0,
+    progress: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw-pixel baseline: each image's normalised pixels, flattened (N, C * H * W), and
     its labels. Images of a `datasets.Dataset` go through `transform` (default: the
-    evaluation `ClassificationTransform` at `image_size`)."""
+    evaluation `ClassificationTransform` at `image_size`). `progress`: see `extract_features`."""
     if transform is None and image_size is not None:
         transform = ClassificationTransform(image_size, train=False)
     features, labels = [], []
-    for pixels, y in _batches(
-        dataset_or_loader,
-        batch_size=batch_size,
-        transform=transform,
-        image_column=image_column,
-        label_column=label_column,
-        num_workers=num_workers,
+    for pixels, y in _progress(
+        _batches(
+            dataset_or_loader,
+            batch_size=batch_size,
+            transform=transform,
+            image_column=image_column,
+            label_column=label_column,
+            num_workers=num_workers,
+        ),
+        progress,
+        _num_batches(dataset_or_loader, batch_size),
     ):
         features.append(pixels.float().flatten(1))
         labels.append(y)

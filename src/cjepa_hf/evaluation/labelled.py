@@ -50,6 +50,19 @@ def load_labelled_dataset(
     return datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
 
 
+_SPLIT_FOLDER_NAMES = ("train", "training", "validation", "valid", "val", "dev", "test", "testing", "eval")
+
+
+def dataset_display_name(path: str) -> str:
+    """How results and cards name a local data set: its folder (or file) name, never the whole
+    path; a split folder ("my_images/train") is named by its parent ("my_images")."""
+    parts = os.path.normpath(os.path.expanduser(str(path))).split(os.sep)
+    parts = [p for p in parts if p not in ("", ".")]
+    if len(parts) > 1 and parts[-1].lower() in _SPLIT_FOLDER_NAMES:
+        return parts[-2]
+    return parts[-1] if parts else str(path)
+
+
 def check_columns(dataset: datasets.Dataset, image_column: str, label_column: str) -> None:
     for kind, column in (("image", image_column), ("label", label_column)):
         if column not in dataset.column_names:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..data import FASHION_MNIST_HUB_ID, is_fashion_mnist
 from .features import feature_statistics
+from .labelled import dataset_display_name
 
 DEFAULT_WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 KNN_WEIGHTINGS = ("dino", "majority")
@@ -114,6 +115,7 @@ def train_linear_probe(
     lr: float = 1e-3,
     num_classes: int | None = None,
     seed: int = 0,
+    progress: str | None = None,
 ) -> dict[str, Any]:
     """Linear probe on frozen features: train_x (N, F), train_y (N,), val_x (M, F), val_y (M,).
 
@@ -126,7 +128,8 @@ def train_linear_probe(
     Returns {"accuracy": on val, "train_accuracy", "weight_decay": the chosen one,
     "holdout_accuracy": {weight decay: accuracy}, "num_train", "num_holdout", "num_eval",
     "num_features", "optimizer", "classifier": an `nn.Linear` that takes the RAW features
-    (standardisation folded in)}."""
+    (standardisation folded in)}. `progress`: the description of a progress bar over the
+    fits (one per weight decay, then the refit); None: no bar."""
     if train_x.dim() != 2 or val_x.dim() != 2 or train_x.shape[1] != val_x.shape[1]:
         raise ValueError(f"features must be (N, F) with the same F, got {tuple(train_x.shape)} and {tuple(val_x.shape)}")
     if len(train_x) != len(train_y) or len(val_x) != len(val_y):
@@ -148,14 +151,24 @@ def train_linear_probe(
     hold_idx, fit_idx = order[:num_holdout], order[num_holdout:]
     fit_x, hold_x = standardize(train_x[fit_idx], train_x[hold_idx])
     holdout_accuracy = {}
+    bar = None
+    if progress is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(weight_decays) + 1, desc=progress, unit="fit", leave=False)
     for wd in weight_decays:
         linear = fit_logistic_regression(fit_x, train_y[fit_idx], num_classes, wd, **fit_kwargs)
         holdout_accuracy[float(wd)] = _accuracy(linear(hold_x), train_y[hold_idx])
+        if bar is not None:
+            bar.update()
     best_wd = max(holdout_accuracy, key=lambda wd: (holdout_accuracy[wd], wd))
 
     mean, std = _moments(train_x)
     std_train, std_val = (train_x - mean) / std, (val_x - mean) / std
     linear = fit_logistic_regression(std_train, train_y, num_classes, best_wd, **fit_kwargs)
+    if bar is not None:
+        bar.update()
+        bar.close()
     result = {
         "accuracy": _accuracy(linear(std_val), val_y),
         "train_accuracy": _accuracy(linear(std_train), train_y),
@@ -306,7 +319,7 @@ def probe_results(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     elif dataset is not None and not os.path.exists(dataset):
         dataset_fields = {"dataset": dataset, "dataset_name": dataset}
     else:  # an image folder: no Hub id to name
-        dataset_fields = {"dataset": "imagefolder", "dataset_name": os.path.basename(os.path.normpath(str(dataset)))}
+        dataset_fields = {"dataset": "imagefolder", "dataset_name": dataset_display_name(str(dataset))}
     common = {"task": "image-classification", **dataset_fields, "split": str(result.get("eval_split")), "metric": "accuracy"}
     layers = result.get("last_n_layers", 1)
     suffix = f", last {layers} blocks" if layers and layers > 1 else ""

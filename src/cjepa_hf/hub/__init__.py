@@ -15,6 +15,7 @@ from .cards import (
     TEMPLATE_NAME,
     VARIANTS_NAME,
     compute_rows,
+    describe_finetune_base,
     infer_variant,
     is_hub_id,
     library_versions,
@@ -38,7 +39,7 @@ from .release import (
     release_files,
     save_release,
 )
-from .results import load_results, to_eval_result
+from .results import hub_dataset_id, judgement_results, judgement_text, load_results, local_dataset_name, to_eval_result
 from .upload import HubUnreachableError, PushedRelease, push_release
 
 __all__ = [
@@ -53,15 +54,20 @@ __all__ = [
     "TEMPLATE_NAME",
     "VARIANTS_NAME",
     "compute_rows",
+    "describe_finetune_base",
     "export_release",
     "find_image_processor",
+    "hub_dataset_id",
     "infer_variant",
     "is_hub_id",
+    "judgement_results",
+    "judgement_text",
     "library_versions",
     "load_image_processor_file",
     "load_results",
     "load_target_encoder",
     "load_variants",
+    "local_dataset_name",
     "model_cards_dir",
     "preprocessing_rows",
     "push_release",

@@ -32,7 +32,7 @@ from .. import __version__
 from ..configuration_cjepa import CJEPAConfig
 from ..modeling_cjepa import CJEPAModel
 from ..processing_cjepa import build_image_processor
-from .results import to_eval_result
+from .results import hub_dataset_id, is_fraction_metric, local_dataset_name, to_eval_result
 
 TEMPLATE_NAME = "cjepa_model_card.md"
 VARIANTS_NAME = "variants.json"
@@ -217,6 +217,71 @@ def run_rows(trainer_state: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+# ============================================================================ the objective
+
+# How a card names each objective (`CJEPAConfig.objective`): "C-JEPA" only where the paper's
+# VICReg term is on.
+_OBJECTIVE_TITLES = {
+    "ijepa": "I-JEPA",
+    "cjepa": "C-JEPA (I-JEPA + VICReg)",
+    "cjepa-context": "C-JEPA (I-JEPA + VICReg, context variant)",
+}
+_EXTRA_TITLES = {"encvar": "encoder regulariser"}
+
+
+def objective_heading(config: CJEPAConfig) -> str:
+    """The objective in words with its name, e.g. "I-JEPA + encoder regulariser (ijepa+encvar)"."""
+    base, _, extra = config.objective.partition("+")
+    title = _OBJECTIVE_TITLES[base] + (f" + {_EXTRA_TITLES[extra]}" if extra else "")
+    return f"{title} ({config.objective})"
+
+
+def objective_section(config: CJEPAConfig) -> dict[str, Any]:
+    """What the card says of the loss, from `CJEPAConfig.describe_objective()` (never from
+    fields copied by hand): the heading, the formula, and one row per term that is on, with
+    its weight, origin and every loss field it reads as "field = value"."""
+    described = config.describe_objective()
+    terms = [
+        {
+            "term": term["term"],
+            "weight": _fmt(term["weight"]),
+            "origin": term["origin"],
+            "settings": ", ".join(f"{name} = {_fmt(value)}" for name, value in term["fields"].items()),
+        }
+        for term in described["terms"]
+    ]
+    return {
+        "name": described["name"],
+        "heading": objective_heading(config),
+        "short": "C-JEPA" if described["name"].startswith("cjepa") else "I-JEPA",
+        "formula": described["formula"],
+        "terms": terms,
+        "vicreg_off": config.vicreg_weight <= 0,
+    }
+
+
+def describe_finetune_base(card_text: str, base: str, config: Any = None) -> str:
+    """A fine-tuned model's card (Trainer's) with its base named. Trainer writes "trained from
+    scratch" when `finetuned_from` is None, which is what a local base gets (a local path is no
+    Hub link): that sentence becomes one naming the local base, not linked. With the base's
+    `CJEPAConfig`, the sentence says what it was pretrained with. `datasets:` keeps Hub ids only
+    (Trainer names a local image folder "imagefolder", which links nowhere)."""
+    pretrained = f", pretrained with {objective_heading(config)}" if isinstance(config, CJEPAConfig) else ""
+    card = ModelCard(card_text)
+    if card.data.datasets:  # Trainer writes a local folder's builder ("imagefolder") there: no Hub id
+        kept = [d for d in ([card.data.datasets] if isinstance(card.data.datasets, str) else card.data.datasets) if is_hub_id(d)]
+        card.data.datasets = kept or None
+    text = card.text
+    if is_hub_id(base):
+        link = f"[{base}](https://huggingface.co/{base})"
+        text = text.replace(link, link + pretrained, 1)
+    else:
+        named = f"`{local_dataset_name(base)}` (a local model, not on the Hub){pretrained}"
+        text = text.replace("This model was trained from scratch on ", f"This model is a fine-tuned version of {named}, on ", 1)
+    card.text = text
+    return str(card)
+
+
 # ============================================================================ the card
 
 
@@ -285,26 +350,40 @@ def compute_rows(compute: Mapping[str, Any] | None, trainer_state: Mapping[str, 
     return rows
 
 
+def _data_facts(data: Mapping[str, Any] | None) -> str | None:
+    """ "80 images, 2 classes (cat, dog), split train" from a run's record of its data."""
+    if not data:
+        return None
+    parts = []
+    if data.get("images") is not None:
+        parts.append(f"{data['images']:,} images")
+    classes = data.get("classes")
+    if classes:
+        parts.append(f"{len(classes)} classes ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})")
+    elif "classes" in data:
+        parts.append("no labels")
+    if data.get("split"):
+        parts.append(f"split {data['split']}")
+    return ", ".join(parts) or None
+
+
 def library_versions() -> list[tuple[str, str]]:
     """(library, version) of the libraries writing this card."""
     return [("cjepa-hf", __version__)] + [(name, version(name)) for name in ("transformers", "torch", "huggingface_hub", "safetensors")]
 
 
+PLACEHOLDER_OWNER = "your-username"
+
+
 def usage_id(model_name: str, model_path: str | os.PathLike | None = None) -> str:
-    """What the card's snippets pass to `from_pretrained`: the Hub id when `model_name` is
-    one, else the folder path `model_path`; never a bare name that loads from nowhere."""
+    """What the card's snippets pass to `from_pretrained`: the Hub repo id. A card written
+    before the model has one (a name such as "run_tb") loads from "your-username/run_tb", a
+    placeholder the card explains; never a local path, which means nothing to a reader on the
+    Hub. `model_path` is accepted for compatibility and not written into the snippets."""
     if is_hub_id(model_name):
         return model_name
-    if model_path is not None:
-        return os.fspath(model_path)
-    warnings.warn(
-        f"model_name {model_name!r} is not a Hub id ('owner/name') and no model_path was given: the card's usage "
-        f"snippets load from the placeholder 'path/to/{model_name}'; pass model_path=<the folder the model is saved in> "
-        "or a Hub id",
-        UserWarning,
-        stacklevel=3,
-    )
-    return f"path/to/{model_name}"
+    name = re.sub(r"[^\w.-]+", "-", os.path.basename(os.path.normpath(str(model_name)))).strip("-.") or "model"
+    return f"{PLACEHOLDER_OWNER}/{name}"
 
 
 def render_model_card(
@@ -324,13 +403,15 @@ def render_model_card(
     image_processor: Any | None = None,
     model_path: str | os.PathLike | None = None,
     compute: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """Render the model card of a release from the run's real config and measured results.
 
     config: the run's `CJEPAConfig` (architecture, masking, loss, VICReg source).
     model_name: the Hub repo id, or a name (the title and the model-index name).
-    model_path: the folder the model is saved in; the usage snippets load from it when
-        `model_name` is not a Hub id (see `usage_id`).
+    model_path: the folder the model is saved in (the snippets still load by repo id, see `usage_id`).
+    data: what the run trained on (`pretrain_summary.json`'s "data": images, classes, kind),
+        described beside the data set's name.
     image_processor: the processor saved beside the model, described in the card;
         default `build_image_processor(config)` (resize + centre crop).
     compute: "hardware" and "wall_time_s" of the run, when known (see `compute_rows`).
@@ -365,6 +446,10 @@ def render_model_card(
     if isinstance(datasets, str):
         datasets = [datasets]
     datasets = list(datasets) if datasets else list(entry.get("datasets") or [])
+    datasets = [hub_dataset_id(d) for d in datasets]  # "fashion_mnist" (the local IDX files) -> its Hub id
+    # Only Hub ids go into the metadata (the Hub links them); a local data set is named in prose.
+    hub_datasets = [d for d in datasets if is_hub_id(d)]
+    local_datasets = [local_dataset_name(d) for d in datasets if not is_hub_id(d)]
     base_model = base_model if base_model is not None else entry.get("base_model")
     base_models = [base_model] if isinstance(base_model, str) else list(base_model or [])
     not_ids = [b for b in base_models if not is_hub_id(b)]
@@ -375,6 +460,9 @@ def render_model_card(
         )
     license = license or entry["license"]
     trained_with_vicreg = family == "cjepa" and config.vicreg_weight > 0
+    objective = objective_section(config)
+    # a variant's title says "C-JEPA"; a run without the paper's VICReg term is not C-JEPA
+    title = entry["title"].replace("C-JEPA", objective["short"]) if family == "cjepa" else entry["title"]
     tags = list(dict.fromkeys([*BASE_TAGS, *entry.get("tags", []), *(["vicreg"] if trained_with_vicreg else [])]))
 
     card_data = ModelCardData(
@@ -382,7 +470,7 @@ def render_model_card(
         pipeline_tag=PIPELINE_TAG,
         license=license,
         tags=tags,
-        datasets=datasets or None,
+        datasets=hub_datasets or None,
         base_model=(base_models[0] if len(base_models) == 1 else base_models) or None,
         model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results or None,
@@ -417,27 +505,15 @@ def render_model_card(
             ("min patches kept", config.min_keep),
         ]
     )
-    loss = _rows(
-        [
-            ("JEPA regression loss", config.jepa_loss + (f" (beta {config.smooth_l1_beta:g})" if config.jepa_loss == "smooth_l1" else "")),
-            ("VICReg weight (beta)", config.vicreg_weight),
-            (
-                "VICReg coefficients (sim / std / cov)",
-                f"{config.vicreg_sim_coeff:g} / {config.vicreg_std_coeff:g} / {config.vicreg_cov_coeff:g}",
-            ),
-            ("VICReg variance eps", config.vicreg_eps),
-            ("VICReg source", config.vicreg_source),
-            ("projector sizes", (config.hidden_size, *config.projector_dims)),
-        ]
-    )
     preprocessing = preprocessing_rows(processor)
+    # One unit in the card's prose: percent. The model-index keeps fractions, as transformers writes them.
     result_rows = [
         {
             "task": r.task_name or r.task_type,
             "dataset": r.dataset_name,
             "split": r.dataset_split or "",
             "metric": r.metric_name or r.metric_type,
-            "value": _fmt(r.metric_value),
+            "value": f"{100 * r.metric_value:.2f}%" if is_fraction_metric(r.metric_type) else _fmt(r.metric_value),
         }
         for r in eval_results
     ]
@@ -447,7 +523,7 @@ def render_model_card(
     elif family == "ijepa":
         encoder_description = "the I-JEPA target encoder"
     else:
-        encoder_description = "the EMA target encoder of a C-JEPA pretraining run"
+        encoder_description = "the EMA target encoder of a cjepa-hf pretraining run"
 
     path = Path(template_path) if template_path is not None else model_cards_dir() / TEMPLATE_NAME
     if not path.is_file():
@@ -457,6 +533,7 @@ def render_model_card(
         template_path=str(path),
         repo_id=model_name,
         load_id=load_id,
+        load_id_is_placeholder=not is_hub_id(model_name),
         variant_name=variant,
         variant=entry,
         family=family,
@@ -468,15 +545,17 @@ def render_model_card(
         image_size=config.image_size,
         vicreg_enabled=config.vicreg_weight > 0,
         vicreg_source=config.vicreg_source,
-        vicreg_weight=_fmt(config.vicreg_weight),
+        objective=objective,
+        title=title,
         architecture=architecture,
         masking=masking,
-        loss=loss,
         preprocessing=preprocessing,
         recipe=recipe_rows(training_args) if training_args else None,
         run=run_rows(trainer_state) if trainer_state else None,
         results=result_rows,
-        dataset_list=datasets,
+        dataset_list=hub_datasets,
+        local_datasets=local_datasets,
+        data_facts=_data_facts(data),
         base_model_list=base_models,
         conversion=_rows(list(conversion.items())) if conversion else None,
         compute=compute_rows(compute, trainer_state),
@@ -493,9 +572,12 @@ __all__ = [
     "TEMPLATE_NAME",
     "VARIANTS_NAME",
     "compute_rows",
+    "describe_finetune_base",
     "infer_variant",
     "is_hub_id",
     "library_versions",
+    "objective_heading",
+    "objective_section",
     "load_variants",
     "model_cards_dir",
     "preprocessing_rows",

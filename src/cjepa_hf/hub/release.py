@@ -35,6 +35,7 @@ from ..convert import load_strict
 from ..modeling_cjepa import REMOTE_CODE_FILES, CJEPAModel
 from ..processing_cjepa import build_image_processor
 from .cards import render_model_card
+from .results import hub_dataset_id, judgement_results, judgement_text
 
 PROCESSOR_NAME = "preprocessor_config.json"
 # Every file of a release folder, and nothing else.
@@ -219,11 +220,12 @@ def export_release(
     run saved none is the default (resize + centre crop) written, with a warning.
     training_args: a dict, a JSON file, or None to read `training_args.json` next to the
     checkpoint (see `read_training_records`); `training_args.bin` is never unpickled.
-    compute: hardware / wall time (`compute_rows`); the wall time defaults to the
-    `train_runtime` of `trainer_state.json`, or `wall_time_s` of the run's
-    `pretrain_summary.json`. extra_text: markdown appended to the card (e.g. the run's own
-    judgement of its encoder). The other keywords go to `render_model_card`; the card's
-    snippets load from `model_name` when it is a Hub id, else from `output_dir`."""
+    The run's `pretrain_summary.json` (in the folder or its output folder) fills what is not
+    passed: `datasets` (the data it trained on), `compute` (its hardware and wall time, else
+    the `train_runtime` of `trainer_state.json`), `results` and `extra_text` (its final
+    judgement: the model-index entries and the table beside its random start and raw pixels).
+    extra_text: markdown appended to the card. The other keywords go to `render_model_card`;
+    the card's snippets load from `model_name` (see `usage_id`)."""
     found_args, trainer_state = read_training_records(checkpoint_dir)
     if isinstance(training_args, (str, os.PathLike)):
         training_args = _read_json(Path(training_args))
@@ -247,11 +249,22 @@ def export_release(
         if image_processor is not None
         else build_image_processor(encoder.config)
     )
+    # scripts/pretrain.py's record of the run: what it trained on, where, how long, and its
+    # own judgement of the encoder. What the caller passes wins; what neither says stays unsaid.
+    summary = _read_json(_first_file(checkpoint_dir, "pretrain_summary.json")) or {}
     compute = dict(compute or {})
-    if compute.get("wall_time_s") is None:  # scripts/pretrain.py's record of the run
-        summary = _read_json(_first_file(checkpoint_dir, "pretrain_summary.json")) or {}
-        if summary.get("wall_time_s") is not None:
-            compute["wall_time_s"] = summary["wall_time_s"]
+    if compute.get("wall_time_s") is None and summary.get("wall_time_s") is not None:
+        compute["wall_time_s"] = summary["wall_time_s"]
+    if compute.get("hardware") is None and summary.get("hardware"):
+        compute["hardware"] = summary["hardware"]
+    data = summary.get("data") or {}
+    if datasets is None and data.get("dataset"):
+        datasets = [hub_dataset_id(data["dataset"])]
+    evaluation = summary.get("evaluation")
+    if results is None and evaluation:
+        results = judgement_results(evaluation)
+    if extra_text is None and evaluation:
+        extra_text = judgement_text(evaluation)
     card = render_model_card(
         encoder.config,
         model_name=model_name,
@@ -267,6 +280,7 @@ def export_release(
         image_processor=processor,
         model_path=output_dir,
         compute=compute,
+        data=data or None,
     )
     if extra_text:
         card.text = card.text.rstrip("\n") + "\n\n" + extra_text.strip("\n") + "\n"

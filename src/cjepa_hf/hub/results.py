@@ -29,6 +29,11 @@ _RESULT_REQUIRED = ("task_type", "dataset_type", "metric_type", "metric_value")
 _FRACTION_METRICS = ("accuracy", "top-1 accuracy", "top-5 accuracy", "top1_accuracy", "top5_accuracy")
 
 
+def is_fraction_metric(metric_type: str) -> bool:
+    """Whether a metric is an accuracy, held as a fraction in the model-index (percent in prose)."""
+    return str(metric_type).lower() in _FRACTION_METRICS
+
+
 def to_eval_result(result: Mapping[str, Any]) -> EvalResult:
     """One measured result -> `EvalResult`.
 
@@ -66,6 +71,62 @@ def to_eval_result(result: Mapping[str, Any]) -> EvalResult:
     return EvalResult(**fields)
 
 
+def hub_dataset_id(dataset: str) -> str:
+    """The Hub id of a data set a run names: Fashion-MNIST's local files -> its Hub id; any
+    other name as it is (a local path stays a path, which the card never links)."""
+    from ..data import FASHION_MNIST_HUB_ID, is_fashion_mnist
+
+    return FASHION_MNIST_HUB_ID if is_fashion_mnist(dataset) else dataset
+
+
+def local_dataset_name(dataset: str) -> str:
+    """How a card names a local data set: its folder or file name, never the whole path
+    (`cjepa_hf.evaluation.dataset_display_name`)."""
+    from ..evaluation.labelled import dataset_display_name
+
+    return dataset_display_name(dataset)
+
+
+def judgement_results(evaluation: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The results (`to_eval_result` form, fractions) of a `cjepa_hf.judge.judge_encoder`
+    judgement: the trained encoder's linear-probe and k-NN top-1. A data set that is not on
+    the Hub is named by its folder name, with the dataset type "imagefolder"."""
+    from .cards import is_hub_id
+
+    protocol = evaluation["protocol"]
+    dataset = hub_dataset_id(protocol["dataset"])
+    on_hub = is_hub_id(dataset)
+    return [
+        {
+            "task": "image-classification",
+            "dataset": dataset if on_hub else "imagefolder",
+            "dataset_name": dataset if on_hub else local_dataset_name(dataset),
+            "split": protocol["test_split"],
+            "metric": "accuracy",
+            "value": evaluation["trained"][key],
+            "protocol": name,
+        }
+        for key, name in (("linear_top1", "linear probe"), ("knn_top1", "k-NN"))
+    ]
+
+
+def judgement_text(evaluation: Mapping[str, Any]) -> str:
+    """The card's section on a judgement: the protocol and the three-row table (percent)."""
+    from ..judge import judgement_table
+
+    protocol = evaluation["protocol"]
+    dataset = hub_dataset_id(protocol["dataset"])
+    from .cards import is_hub_id
+
+    name = dataset if is_hub_id(dataset) else local_dataset_name(dataset)
+    return (
+        f"## How it compares with its random initialisation and raw pixels\n\nMeasured at the end of this run on "
+        f"{name} ({protocol['test_samples']} {protocol['test_split']} images; probes trained on "
+        f"{protocol['train_samples']} {protocol['train_split']} images; k-NN k={protocol['knn_k']}, "
+        f"T={protocol['knn_temperature']}), top-1 accuracy in percent:\n\n{judgement_table(evaluation)}\n"
+    )
+
+
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """A results file: a JSON list of result dicts, or {"results": [...]}, which is also what
     `scripts/linear_probe.py --output` writes for an encoder (its "results" key)."""
@@ -81,4 +142,12 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     return data
 
 
-__all__ = ["load_results", "to_eval_result"]
+__all__ = [
+    "hub_dataset_id",
+    "is_fraction_metric",
+    "judgement_results",
+    "judgement_text",
+    "load_results",
+    "local_dataset_name",
+    "to_eval_result",
+]
