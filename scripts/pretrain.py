@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\nThe encoder judged on {where}:\n\n{judgement_table(judgement)}\n")
         logs = [h for h in trainer.state.log_history if "jepa_loss" in h]
         if logs:
-            plot_training_curves(trainer.state.log_history, os.path.join(out, "training_curves.png"))
+            plot_training_curves(
+                trainer.state.log_history, os.path.join(out, "training_curves.png"), title=f"pretraining: {config.objective}"
+            )
             summary["first_log"], summary["last_log"] = logs[0], logs[-1]
         evals = [h for h in trainer.state.log_history if "eval_knn_top1" in h]
         if evals:

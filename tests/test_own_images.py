@@ -38,7 +38,7 @@ def _write_images(folder, names, size, seed):
 def _pretrain(folder, out, caplog, *extra):
     caplog.set_level(logging.INFO)
     argv = [
-        *("--dataset_name", str(folder), "--config_overrides", TINY_MODEL, "--output_dir", str(out)),
+        *("--dataset_name", str(folder), "--objective", "cjepa", "--config_overrides", TINY_MODEL, "--output_dir", str(out)),
         *("--max_steps", "3", "--per_device_train_batch_size", "8", "--logging_steps", "1", "--warmup_steps", "1"),
         *("--eval_steps", "3", "--dataloader_num_workers", "0", "--shuffle_buffer", "64", "--disable_tqdm", "true"),
         *extra,

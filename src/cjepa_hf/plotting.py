@@ -17,7 +17,7 @@ _LOSS_TERMS = (
 )
 
 
-def plot_training_curves(log_history: Sequence[dict], path: str | os.PathLike, title: str = "C-JEPA pretraining") -> str:
+def plot_training_curves(log_history: Sequence[dict], path: str | os.PathLike, title: str = "pretraining") -> str:
     """Write `training_figure(log_history)` to `path` (PNG) and return the path."""
     import matplotlib.pyplot as plt
 
@@ -27,7 +27,7 @@ def plot_training_curves(log_history: Sequence[dict], path: str | os.PathLike, t
     return os.fspath(path)
 
 
-def training_figure(log_history: Sequence[dict], title: str = "C-JEPA pretraining"):
+def training_figure(log_history: Sequence[dict], title: str = "pretraining"):
     """A 2x3 matplotlib figure from `trainer.state.log_history`: total and JEPA loss; the
     regularisers' unweighted terms; LR, weight decay and EMA momentum; the target features'
     effective rank; their std; online k-NN and linear-probe accuracy."""
@@ -116,9 +116,10 @@ class CurvesCallback(TrainerCallback):
     """Rewrites output_dir/training_curves.png at every checkpoint (main process only), so a
     long run can be watched, and a killed one still has its curves."""
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero and any("jepa_loss" in h for h in state.log_history):
-            plot_training_curves(state.log_history, os.path.join(args.output_dir, "training_curves.png"))
+            title = f"pretraining: {model.config.objective}" if model is not None else "pretraining"
+            plot_training_curves(state.log_history, os.path.join(args.output_dir, "training_curves.png"), title=title)
 
 
 __all__ = ["CurvesCallback", "plot_training_curves", "training_figure"]

@@ -16,7 +16,7 @@ def pretrain_args(output_dir, max_steps: int, *extra: str) -> list[str]:
     """Flags of a `max_steps` run of the TINY model (batch 32, a log every step, no online
     evaluation); `extra` flags come last and win."""
     return [
-        *("--dataset", "fashion_mnist", "--config_overrides", TINY_MODEL),
+        *("--dataset", "fashion_mnist", "--objective", "cjepa", "--config_overrides", TINY_MODEL),
         *("--output_dir", str(output_dir), "--max_steps", str(max_steps)),
         *("--per_device_train_batch_size", "32", "--logging_steps", "1", "--warmup_steps", "3"),
         *("--dataloader_num_workers", "0", "--shuffle_buffer", "256", "--report_to", "none", "--disable_tqdm", "true"),
