@@ -43,6 +43,8 @@ from cjepa_hf.plotting import CurvesCallback, plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
 from cjepa_hf.training.data_hooks import stream_num_examples
 from cjepa_hf.training.fsdp import gather_target_encoder
+from cjepa_hf.training.preflight import check_columns, check_data_source, check_evaluation_dataset
+from cjepa_hf.training.run_guard import hold_output_dir
 
 logger = logging.getLogger("cjepa_hf.pretrain")
 RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
@@ -96,6 +98,7 @@ class EvaluationArguments:
     final_eval_test_samples: int | None = field(default=None, metadata={"help": "Test images (default: all)."})
 
 
+DATA_DEFAULTS = {"image_column": DataArguments.image_column, "label_column": DataArguments.label_column}
 PARSER_TYPES = (ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments)
 
 
@@ -154,6 +157,16 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, eval_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
     # should_log: global rank 0 only (log_on_each_node=False), never a node's first process by default
     logging.getLogger().setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    # Everything checkable before the work is checked here; the output folder is this run's until it ends.
+    check_data_source(data_args.dataset)
+    check_evaluation_dataset(eval_args.final_eval_dataset)
+    with hold_output_dir(training_args):
+        return train_and_export(model_args, data_args, eval_args, training_args)
+
+
+def train_and_export(
+    model_args: ModelArguments, data_args: DataArguments, eval_args: EvaluationArguments, training_args: CJEPATrainingArguments
+) -> dict:
     set_seed(training_args.seed)
 
     if model_args.model_name_or_path:
@@ -178,6 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
         rank=rank,
         world_size=world,
         token=data_args.token,
+    )
+    columns = {"image_column": data_args.image_column, "label_column": data_args.label_column}
+    check_columns(
+        dataset, data_args.dataset, columns, DATA_DEFAULTS, split=data_args.split, streaming=data_args.streaming, token=data_args.token
     )
     monitor = None
     if eval_args.eval_dataset:
@@ -213,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=monitor,
         callbacks=[CurvesCallback()],
     )
+    trainer.run_arguments = {**{k: getattr(data_args, k) for k in DATA_DEFAULTS}, "dataset": data_args.dataset, "split": data_args.split}
     log_start_summary(trainer, config, data_args, eval_args)
 
     start = time.time()
@@ -290,7 +308,9 @@ def log_start_summary(trainer: CJEPATrainer, config: CJEPAConfig, data_args: Dat
         args.world_size,
         epochs,
         "on" if trainer.online_probe is not None else "off",
-        f"{eval_args.eval_dataset}[{eval_args.eval_split}] every {args.eval_steps} steps" if eval_args.eval_dataset else "off",
+        f"{eval_args.eval_dataset}[{eval_args.eval_split}] every {args.eval_steps} steps"
+        if eval_args.eval_dataset and args.eval_strategy != "no"
+        else "off",
     )
 
 
