@@ -484,3 +484,14 @@ def test_a_requeued_slurm_job_takes_over_its_earlier_attempts_lock(tmp_path, mon
             with hold_output_dir(_args(tmp_path)):
                 mine = json.loads((tmp_path / LOCK_FILE).read_text())
                 assert mine["pid"] == os.getpid() and mine["slurm_restart_count"] == 1
+
+
+def test_a_resume_with_the_same_arguments_reports_no_change(tmp_path, caplog):
+    """The checkpoint's training_args.json holds the run's own arguments (its save_total_limit
+    too, which the trainer sets aside while Trainer saves)."""
+    kw = dict(max_steps=2, save_strategy="steps", save_steps=2, save_total_limit=2)
+    tiny_trainer(tmp_path, tiny_data(), **kw).train()
+    assert json.loads((tmp_path / "checkpoint-2" / "training_args.json").read_text())["save_total_limit"] == 2
+    with caplog.at_level(logging.WARNING, logger="cjepa_hf.training.resume"):
+        tiny_trainer(tmp_path, tiny_data(), **kw).train(resume_from_checkpoint="latest")
+    assert "changed arguments" not in caplog.text

@@ -266,12 +266,13 @@ class CJEPATrainer(Trainer):
             global_step = trainer_state["global_step"]
             # the checkpoint's log holds its step's evaluation: eval_on_start would log it twice
             evaluated = any(h.get("step") == global_step and "eval_runtime" in h for h in trainer_state["log_history"])
+            # before anything is loaded: a changed model would fail there with a less telling error
+            check_resume_config(resume_from_checkpoint, self.accelerator.unwrap_model(self.model).config)
+            report_changed_arguments(resume_from_checkpoint, self.args, self.run_arguments)
             self.step_state.restore_counts(saved)
             if self.online_probe is not None:
                 self.online_probe.load(resume_from_checkpoint)
                 self._probe_sums.copy_(torch.tensor(saved.get("online_probe_sums", [0.0, 0.0, 0.0])))
-            check_resume_config(resume_from_checkpoint, self.accelerator.unwrap_model(self.model).config)
-            report_changed_arguments(resume_from_checkpoint, self.args, self.run_arguments)
             if planned is not None and global_step >= planned:
                 return finished_run_output(self, resume_from_checkpoint, planned)
             if not is_stream(self.train_dataset):
@@ -482,6 +483,8 @@ class CJEPATrainer(Trainer):
                 super()._save_checkpoint(model, trial)
             finally:
                 self.args.save_total_limit = limit
+            if self.args.should_save:  # save_model wrote it with the limit set aside above: the run's arguments
+                write_json_atomically(os.path.join(folder, "training_args.json"), json.loads(self.args.to_json_string()))
             share_rng_states(folder, self.args)  # save_on_each_node: every node's copy gets every rank's
             data = None
             if is_stream(self.train_dataset):  # every process takes part in the gather
