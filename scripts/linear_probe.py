@@ -25,12 +25,13 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from cjepa_hf.cli import OneLineParser, split_debug, user_errors
-from cjepa_hf.data import auto_pad_to
+from cjepa_hf.data import auto_pad_to, is_fashion_mnist
 from cjepa_hf.evaluation import (
     DEFAULT_WEIGHT_DECAYS,
     ClassificationTransform,
@@ -123,6 +124,10 @@ def run(args: ProbeArguments) -> dict:
     names = label_names(train, args.label_column_name)
     train = subsample(train, args.max_train_samples, args.seed)
     test = subsample(test, args.max_eval_samples, args.seed)
+    skipped = {}
+    if not is_fashion_mnist(args.dataset_name) or args.train_dir or args.validation_dir:  # files can be bad; IDX arrays not
+        train, skipped["train"] = drop_bad_images(train, args.image_column_name)
+        test, skipped["eval"] = drop_bad_images(test, args.image_column_name)
     dataset_label = args.dataset_name if not (args.train_dir or args.validation_dir) else args.train_dir
     columns = dict(image_column=args.image_column_name, label_column=args.label_column_name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -214,9 +219,35 @@ def run(args: ProbeArguments) -> dict:
         extract_seconds=round(extract_s, 2),
         probe_seconds=round(time.time() - start, 2),
         args=asdict(args),
+        skipped_images={split: dict(counts) for split, counts in skipped.items()},
     )
     result["results"] = probe_results(result)  # what push_to_hub.py --results reads; [] for a baseline
     return result
+
+
+def drop_bad_images(dataset, image_column: str):
+    """`dataset` without the records whose image cannot be decoded (as pretraining skips them:
+    `cjepa_hf.data.decoding.decode_image` raises `BadRecord`), and their count by reason,
+    logged. Every image is decoded once here."""
+    import datasets
+
+    from cjepa_hf.data.decoding import BadRecord, decode_image
+
+    if not isinstance(dataset, datasets.Dataset) or not isinstance(dataset.features.get(image_column), datasets.Image):
+        return dataset, Counter()
+    raw = dataset.cast_column(image_column, datasets.Image(decode=False)).select_columns([image_column])
+    keep, bad = [], Counter()
+    for index, row in enumerate(raw):
+        try:
+            decode_image(row[image_column], max_image_pixels=None)
+            keep.append(index)
+        except BadRecord as error:
+            bad[error.reason] += 1
+            logger.warning("skipping bad image %d (%s)", index, error)
+    if bad:
+        logger.warning("skipped %d bad image(s) of %d: %s", sum(bad.values()), len(raw), dict(bad))
+        dataset = dataset.select(keep)
+    return dataset, bad
 
 
 def format_result(result: dict) -> str:

@@ -17,6 +17,7 @@ k-NN monitor, online probe and final judgement on it; unlabelled: all off).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -40,6 +41,8 @@ from cjepa_hf.plotting import CurvesCallback, plot_training_curves
 from cjepa_hf.trainer import CJEPATrainer, CJEPATrainingArguments
 from cjepa_hf.training.data_hooks import stream_num_examples
 from cjepa_hf.training.fsdp import gather_target_encoder
+from cjepa_hf.training.preflight import check_columns, check_data_source, check_evaluation_dataset
+from cjepa_hf.training.run_guard import hold_output_dir
 
 logger = logging.getLogger("cjepa_hf.pretrain")
 RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "recipes")
@@ -107,6 +110,7 @@ class EvaluationArguments:
     final_eval_test_samples: int | None = field(default=None, metadata={"help": "Test images (default: all)."})
 
 
+DATA_DEFAULTS = {"image_column": DataArguments.image_column, "label_column": DataArguments.label_column}
 PARSER_TYPES = (ModelArguments, DataArguments, EvaluationArguments, CJEPATrainingArguments)
 # --help shows these flags; --help_all every flag (all of transformers' TrainingArguments).
 HELP_GROUPS = {
@@ -243,8 +247,16 @@ def main(argv: list[str] | None = None) -> dict:
     # Until the arguments say which process logs, RANK (the launcher's global rank) decides.
     main_process = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO if main_process else logging.WARNING)
-    with user_errors(debug, "pretrain.py"):
-        trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to = _set_up(argv)
+    # The output folder is this run's (a lock, taken once the arguments are checked) until it ends.
+    with contextlib.ExitStack() as hold:
+        with user_errors(debug, "pretrain.py"):
+            trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to = _set_up(argv, hold)
+        return _train_and_export(
+            trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to, started
+        )
+
+
+def _train_and_export(trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to, started) -> dict:
     padded = pad_to == config.image_size
     train_start = time.time()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -329,11 +341,16 @@ def hardware_name(world_size: int) -> str:
     return f"{world_size} x {name}" if world_size > 1 else name
 
 
-def _set_up(argv: list[str]):
-    """Everything before training, where a mistake is the user's (one line, exit 2 in `main`)."""
+def _set_up(argv: list[str], hold: contextlib.ExitStack):
+    """Everything before training, where a mistake is the user's (one line, exit 2 in `main`);
+    the output folder is held in `hold` once the arguments are checked."""
     (model_args, data_args, eval_args, training_args), origin = parse_run(argv)
     # should_log: global rank 0 only (log_on_each_node=False), never a node's first process by default
     logging.getLogger().setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    # Everything checkable before the work is checked here.
+    check_data_source(data_args.dataset)
+    check_evaluation_dataset(eval_args.final_eval_dataset)
+    hold.enter_context(hold_output_dir(training_args))
     logger.info(
         "recipe %s%s; command-line flags %s",
         origin["recipe"],
@@ -363,10 +380,14 @@ def _set_up(argv: list[str]):
         world_size=world,
         token=data_args.token,
     )
+    columns = {"image_column": data_args.image_column, "label_column": data_args.label_column}
+    check_columns(
+        dataset, data_args.dataset, columns, DATA_DEFAULTS, split=data_args.split, streaming=data_args.streaming, token=data_args.token
+    )
     survey = survey_data(dataset, data_args.dataset, data_args.split, image_column=data_args.image_column, token=data_args.token)
     plan = plan_evaluation(survey, data_args, eval_args, training_args, follows_data=origin["follows_data"])
     monitor = None
-    if eval_args.eval_dataset:
+    if plan.monitor:
         monitor = build_knn_monitor(plan, config, data_args, seed=training_args.seed)
     elif training_args.eval_strategy != "no" or training_args.eval_on_start:
         raise ValueError(
@@ -391,6 +412,7 @@ def _set_up(argv: list[str]):
         eval_dataset=monitor,
         callbacks=[CurvesCallback()],
     )
+    trainer.run_arguments = {**{k: getattr(data_args, k) for k in DATA_DEFAULTS}, "dataset": data_args.dataset, "split": data_args.split}
     log_start_summary(trainer, config, survey, plan)
     return trainer, config, model, initial_encoder, data_args, eval_args, training_args, survey, plan, pad_to
 

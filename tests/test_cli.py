@@ -72,7 +72,7 @@ def test_help_config_lists_every_config_field_with_default_and_meaning(capsys):
     "argv, message",
     [
         (["--max_step", "2"], "unknown flag(s) --max_step 2; --max_step: did you mean --max_steps?"),
-        (["--dataset_name", "/no/such/folder"], "'/no/such/folder' is neither an existing file, folder or glob"),
+        (["--dataset_name", "/no/such/folder"], "--dataset_name '/no/such/folder' does not exist"),
         (["--config_overrides", "hiden_size=8"], "'hiden_size' is not a CJEPAConfig field; did you mean 'hidden_size'"),
         (["--optim", "sgd"], "optim must be adamw_torch or adamw_torch_fused"),
         (["--eval_strategy", "steps", "--eval_dataset", ""], "--eval_strategy steps / --eval_on_start True need --eval_dataset"),

@@ -24,17 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from .transforms import RandomSource, pad_to_size
 
 logger = logging.getLogger(__name__)
 
-# The largest image decoded, in pixels (width x height, after JPEG draft scaling), checked on
-# the header before any pixel is decoded. 64 MP is above every photo of the usual datasets
-# (ImageNet's largest is ~20 MP; 50 MP camera frames pass) and bounds the decode at 256 MB per
-# DataLoader worker (RGBA, 4 bytes a pixel; ~2.5x that transiently while `to_rgb` composites
-# and converts). PIL's own guard only refuses ~179 MP (2 x Image.MAX_IMAGE_PIXELS), and a
+# The largest image decoded, in pixels of 8-bit RGB (width x height after JPEG draft scaling,
+# x bands x bytes per band / 3 when that is more: `decode_image`), checked on the header before
+# any pixel is decoded. 64 MP is above every photo of the usual datasets (ImageNet's largest is
+# ~20 MP; 50 MP camera frames pass) and bounds the decode at 192 MB per DataLoader worker (an
+# RGBA image: 48 MP; ~2.5x that transiently while `to_rgb` composites and converts). PIL's own guard only refuses ~179 MP (2 x Image.MAX_IMAGE_PIXELS), and a
 # 169 MP RGBA PNG of a few MB costs ~3 GB and ~10 s to decode and convert.
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 
@@ -158,6 +158,15 @@ def _check_max_image_pixels(max_image_pixels: int | None) -> None:
         raise ValueError(f"max_image_pixels must be a positive number of pixels or None, got {max_image_pixels!r}")
 
 
+def _bytes_per_pixel(mode: str) -> int:
+    """Bytes a decoded pixel of `mode` takes: bands x bytes per band (RGBA 4, I;16 2, F 4)."""
+    try:
+        info = ImageMode.getmode(mode)
+    except KeyError:
+        return 4  # an unknown mode: assume the widest common one
+    return len(info.bands) * int(info.typestr[-1])
+
+
 def _open_path(path: str, token: str | bool | None) -> Image.Image:
     if os.path.exists(path):
         return Image.open(path)
@@ -190,7 +199,9 @@ def decode_image(
     keeps both sides >= `draft_size`. Raises `BadRecord` for a missing value or file,
     undecodable or truncated bytes, an image whose shorter side is < `min_size`, or
     (`too_large`) one of more than `max_image_pixels` pixels (width x height at the scale it
-    would be decoded, so after JPEG draft scaling). That size comes from the header, which is
+    would be decoded, so after JPEG draft scaling, counted in bytes: a pixel costs the larger of its
+    bands x bytes per band and the 3 bytes of its RGB copy, so an RGBA or 32-bit image is capped at
+    3/4 of the pixels of an RGB one). That size comes from the header, which is
     all `Image.open` reads: an oversized image is refused before any pixel is decoded.
     `max_image_pixels=None` lifts the cap (PIL's own decompression-bomb guard still applies).
     """
@@ -233,12 +244,16 @@ def decode_image(
     if draft_size and image.format == "JPEG" and min(width, height) >= 2 * draft_size:
         image.draft("RGB", (draft_size, draft_size))
         width, height = image.size  # the scale the pixels will be decoded at
-    if max_image_pixels is not None and width * height > max_image_pixels:
-        # Refused on the header alone: load() would allocate width x height x bands bytes.
+    # Refused on the header alone. The cap is on bytes: load() allocates width x height x bands x
+    # bytes per band, and to_rgb then makes 3 bytes a pixel, so a pixel costs the larger of the
+    # two; at most 3 x max_image_pixels bytes (max_image_pixels pixels of 8-bit RGB) are decoded.
+    decoded_bytes = width * height * max(3, _bytes_per_pixel(image.mode))
+    if max_image_pixels is not None and decoded_bytes > 3 * max_image_pixels:
         raise BadRecord(
             "too_large",
-            f"{width}x{height} image ({width * height / 1e6:.1f} MP), at most max_image_pixels="
-            f"{max_image_pixels} ({max_image_pixels / 1e6:.1f} MP) are decoded",
+            f"{width}x{height} image ({width * height / 1e6:.1f} MP, mode {image.mode}: {decoded_bytes / 1e6:.0f} MB decoded), "
+            f"at most max_image_pixels={max_image_pixels} ({max_image_pixels / 1e6:.1f} MP of 8-bit RGB, "
+            f"{3 * max_image_pixels / 1e6:.0f} MB) are decoded",
         )
     try:
         image.load()

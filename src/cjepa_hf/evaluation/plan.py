@@ -232,6 +232,8 @@ def plan_evaluation(survey: DataSurvey, data_args: Any, eval_args: Any, training
             from transformers.trainer_utils import IntervalStrategy
 
             training_args.eval_strategy, training_args.eval_on_start, training_args.do_eval = IntervalStrategy.NO, False, False
+    elif eval_args.eval_dataset and not wants_monitor:
+        notes.append(f"k-NN monitor off: --eval_strategy no and --eval_on_start false (its set {eval_args.eval_dataset} is not used)")
     elif eval_args.eval_dataset:
         monitor = {
             "dataset": eval_args.eval_dataset,

@@ -6,7 +6,10 @@ sizes), `checkpoints` (validation, atomic writes, rotation, full disks), `state`
 DataPosition), `data_hooks` (the data's epoch and seek protocols), `callback` (CJEPACallback),
 `multinode` (several machines: where checkpoints go, every rank's RNG state in each copy, one
 checkpoint to resume from), `fsdp` (FSDP2: the plugin's checks, the gathered target encoder,
-sharded checkpoints read back), `trainer` (CJEPATrainer).
+sharded checkpoints read back), `resume` (the model config a resume refuses to change, the
+arguments it reports and honours, epoch boundaries), `run_guard` (the output folder's lock,
+SIGTERM / SIGINT, runs that end early), `preflight` (data sources, evaluation names and columns
+checked before training), `trainer` (CJEPATrainer).
 """
 
 from .arguments import CJEPATrainingArguments
@@ -15,6 +18,7 @@ from .checkpoints import CorruptCheckpointError, DiskFullError, latest_valid_che
 from .compile import compile_model, mark_dynamic_masks, trim_context
 from .data_hooks import EpochAwareCollator, EpochAwareDataset, SeekableStream
 from .optim import ADAMW_IMPLEMENTATIONS, build_adamw, param_groups
+from .run_guard import IncompleteRunError, OutputDirInUseError, RunInterrupted
 from .schedules import WEIGHT_DECAY_SCHEDULES, lr_at, momentum_at, weight_decay_at
 from .state import BufferSnapshot, DataPosition, StepState
 from .trainer import CJEPATrainer
@@ -31,6 +35,9 @@ __all__ = [
     "DiskFullError",
     "EpochAwareCollator",
     "EpochAwareDataset",
+    "IncompleteRunError",
+    "OutputDirInUseError",
+    "RunInterrupted",
     "SeekableStream",
     "StepState",
     "build_adamw",

@@ -37,6 +37,13 @@ class CJEPATrainingArguments(TrainingArguments):
     collapse_monitor: bool = field(
         default=True, metadata={"help": "Log feature std and effective rank of the target features at logging steps."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "A fresh run into an output_dir that holds another run's checkpoints deletes them (and its exports) "
+            "first; without it such a run refuses (resume it with --resume_from_checkpoint latest instead)."
+        },
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the collated mask tensors."})
     online_probe: bool = field(
         default=True,
@@ -92,11 +99,25 @@ class CJEPATrainingArguments(TrainingArguments):
         for name in ("ema_momentum", "final_ema_momentum"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        for name in ("warmup_start_lr", "final_lr", "final_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("warmup_start_lr", "final_lr", "weight_decay", "final_weight_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        if self.final_lr > self.learning_rate:
+            raise ValueError(
+                f"final_lr ({self.final_lr!r}) must not exceed the peak learning_rate ({self.learning_rate!r}): the cosine "
+                "schedule decays from the peak to final_lr"
+            )
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be > 0 (optimizer steps to train), or -1 to train num_train_epochs epochs of a dataset "
+                f"with a length, got {self.max_steps!r}"
+            )
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ValueError(f"with max_steps -1, num_train_epochs must be > 0, got {self.num_train_epochs!r}")
         if self.per_device_train_batch_size < 1:
             raise ValueError(f"per_device_train_batch_size must be >= 1, got {self.per_device_train_batch_size!r}")
         if self.optim not in ("adamw_torch", "adamw_torch_fused"):

@@ -4,7 +4,9 @@ Per optimizer step: the weight decay of the decayed group follows `weight_decay_
 update the target encoder takes an EMA step with momentum `momentum_at` (I-JEPA (Assran et al.,
 CVPR 2023), appendix). A non-finite loss on any process skips the update (fused AdamW's
 `found_inf`), the EMA step (momentum 1) and the batch's BatchNorm statistics, without a host
-sync. Everything the callback and the trainer share is in one `StepState`.
+sync. Everything the callback and the trainer share is in one `StepState`. At each step's end a
+stop signal (`run_guard`) saves and stops; at an epoch's end an empty resumed epoch does not stop
+training (`resume.continue_after_resumed_epoch`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
+from .resume import continue_after_resumed_epoch
+from .run_guard import stop_at_step_end
 from .schedules import momentum_at, weight_decay_at
 from .state import StepState
 
@@ -34,6 +38,9 @@ class CJEPACallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.trainer.begin_epoch()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        continue_after_resumed_epoch(self.trainer, state, control)  # an epoch boundary is a resume point
 
     def on_step_begin(self, args, state, control, **kwargs):
         # Before the first micro-batch's forward: the BatchNorm statistics of every micro-batch
@@ -77,6 +84,7 @@ class CJEPACallback(TrainerCallback):
         # On the CPU this check costs nothing; on an accelerator only at logging steps (a host sync).
         if self.state.consecutive_nonfinite.device.type == "cpu" or control.should_log:
             self.trainer.check_nonfinite()
+        stop_at_step_end(self.trainer, control)  # SIGTERM / SIGINT on any process: save and stop
 
 
 __all__ = ["CJEPACallback"]

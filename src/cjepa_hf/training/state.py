@@ -104,7 +104,8 @@ class DataPosition:
     """Where the training data stands. epoch / start_position: the data epoch and the batch
     position the next epoch starts at (the mask collator's position). For a stream: batches taken
     in the current epoch and, per DataLoader worker (round-robin), records consumed (good ones and
-    the bad ones skipped); resume_records / resume_checkpoint: a seek pending for the next epoch."""
+    the bad ones skipped); resume_records / resume_checkpoint: a seek pending for the next epoch;
+    seeked / begun_at: whether the epoch in progress began with a seek, and at which batch."""
 
     workers: int
     device: torch.device | str = "cpu"
@@ -114,13 +115,16 @@ class DataPosition:
     epoch_records: torch.Tensor = field(init=False)
     resume_records: list[int] | None = None
     resume_checkpoint: str | None = None
+    seeked: bool = False  # the epoch in progress was entered by a seek (a resume mid-epoch)
+    begun_at: int = 0  # its batch position when it began
 
     def __post_init__(self) -> None:
         self.epoch_records = torch.zeros(self.workers, dtype=torch.long, device=self.device)
 
     def begin_epoch(self) -> None:
         """The epoch now starting has been handed to the data: count from its start position."""
-        self.epoch_batches = self.start_position
+        self.epoch_batches = self.begun_at = self.start_position
+        self.seeked = self.resume_records is not None
         records = self.resume_records or [0] * self.workers
         self.epoch_records = torch.tensor(records, dtype=torch.long, device=self.epoch_records.device)
         self.epoch, self.start_position = self.epoch + 1, 0

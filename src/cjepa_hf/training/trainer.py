@@ -40,8 +40,7 @@ import torch
 from accelerate.utils import TorchDynamoPlugin, send_to_device
 from torch.utils.data import DataLoader
 from transformers import Trainer
-from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..evaluation import encode, knn_accuracy
 from ..hub import render_model_card
@@ -52,7 +51,7 @@ from .arguments import CJEPATrainingArguments
 from .callback import CJEPACallback
 from .checkpoints import STATE_FILE, disk_full_reported, nonfinite_tensors, refuse_nonfinite_save, rotate_checkpoints, write_json_atomically
 from .compile import compile_model, mark_dynamic_masks
-from .data_hooks import SeekableStream, check_one_batch_fits, is_stream, start_epoch, stream_num_examples
+from .data_hooks import check_one_batch_fits, is_stream, start_epoch, stream_num_examples
 from .fsdp import gather_target_encoder, prepare_fsdp
 from .multinode import (
     check_storage,
@@ -62,6 +61,15 @@ from .multinode import (
     share_rng_states,
 )
 from .optim import build_adamw, param_groups
+from .resume import (
+    check_resume_config,
+    finished_run_output,
+    honour_new_intervals,
+    honour_new_settings,
+    report_changed_arguments,
+    seek_stream,
+)
+from .run_guard import StopRequest, account_skipped_steps, check_run_finished, stop_signals
 from .schedules import lr_at
 from .state import DataPosition, StepState
 
@@ -101,6 +109,8 @@ class CJEPATrainer(Trainer):
         self._probe_sums = torch.zeros(3, device=device)  # loss sum, correct, seen: since the last log
         if self.args.torch_compile:
             compile_model(model, backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
+        self.stop_request = StopRequest()  # SIGTERM / SIGINT during train(): save, then stop
+        self.run_arguments: dict[str, Any] = {}  # the script's own arguments, recorded in each checkpoint
         self.add_callback(CJEPACallback(self, self.step_state))
         print_logs_on_global_rank(self)  # not once per node
 
@@ -218,57 +228,10 @@ class CJEPATrainer(Trainer):
             self._load_rng_state(position.resume_checkpoint)
         position.begin_epoch()
 
-    def _resume_stream(self, checkpoint: str, data: dict | None, loader_workers: int | None = None) -> bool:
-        """Position an iterable dataset where the checkpoint left it: the data epoch, the mask
-        positions and, per worker, the records to pass over undecoded. Returns False when
-        Trainer's own replay must be used (a checkpoint without the data position, or a
-        dataset that cannot seek: not a `SeekableStream`). `loader_workers`: the checkpoint's
-        dataloader_num_workers (None in older checkpoints)."""
-        position = self.data_position
-        if loader_workers is not None and loader_workers != self.args.dataloader_num_workers:
-            # 1 -> 0 keeps one stream worker (_stream_workers), so the check below is silent,
-            # yet the data is no longer read in a worker process.
-            logger.warning(
-                "checkpoint %s was written with dataloader_num_workers=%d, this run has %d: the stream is read by "
-                "other worker processes, so the order of the data and any randomness drawn in DataLoader workers can "
-                "differ from the interrupted run's; resume with dataloader_num_workers=%d for an exact resume",
-                checkpoint,
-                loader_workers,
-                self.args.dataloader_num_workers,
-                loader_workers,
-            )
-        if data is None or not isinstance(self.train_dataset, SeekableStream):
-            logger.warning(
-                "%s: %s; Trainer replays the stream from its start",
-                checkpoint,
-                "no data position (an older checkpoint)"
-                if data is None
-                else f"{type(self.train_dataset).__name__} has no resume_at(epoch, records) to seek with",
-            )
-            position.restart()
-            return False
-        rank, world = self.args.process_index, self.args.world_size
-        position.resume_checkpoint = checkpoint
-        if data["world_size"] != world or data["num_workers"] != self._stream_workers():
-            logger.warning(
-                "checkpoint %s was written by %d process(es) with %d stream worker(s) each, this run has %d and %d: "
-                "resuming at the start of data epoch %d (part of that epoch is seen again)",
-                checkpoint,
-                data["world_size"],
-                data["num_workers"],
-                world,
-                self._stream_workers(),
-                int(data["epoch"]),
-            )
-            position.restart(int(data["epoch"]))
-            return True
-        position.restart(int(data["epoch"]), int(data["batches"]), [int(r) for r in data["records"][rank]])
-        return True
-
     def _resume_position(self, global_step: int) -> None:
         """Where the data and the masks stand after `global_step` optimizer steps, for map-style
         datasets: Trainer skips batches in the sampler, so the collator starts at the number of
-        skipped batches. (Iterable datasets: `_resume_stream`.)"""
+        skipped batches. (Iterable datasets: `resume.seek_stream`.)"""
         per_epoch, accumulation = self._steps_per_epoch(), self.args.gradient_accumulation_steps
         self.data_position.restart(global_step // per_epoch, (global_step % per_epoch) * accumulation)
 
@@ -288,29 +251,13 @@ class CJEPATrainer(Trainer):
             return None
         return math.ceil(args.num_train_epochs * self._steps_per_epoch())
 
-    def _already_complete(self, checkpoint: str, planned: int) -> TrainOutput:
-        """Resuming a run that already took its `planned` steps: train nothing and write nothing
-        (Trainer would take one more step and write checkpoint-{planned + 1}). The model and
-        the trainer state are the checkpoint's, so what the caller saves or exports next is the
-        finished model."""
-        self._load_from_checkpoint(checkpoint)
-        self.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
-        logger.warning(
-            "the run is already complete: %s is at step %d of %d; nothing to train, no checkpoint written",
-            checkpoint,
-            self.state.global_step,
-            planned,
-        )
-        losses = [h["loss"] for h in self.state.log_history if "loss" in h and math.isfinite(h["loss"])]
-        train_loss = sum(losses) / len(losses) if losses else float("nan")  # the logged windows' mean
-        return TrainOutput(self.state.global_step, train_loss, {"train_runtime": 0.0, "train_loss": train_loss})
-
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
         check_one_batch_fits(self.train_dataset, self.args.per_device_train_batch_size, self.args.world_size)
         check_storage(self.args, self.args.save_strategy != "no" or bool(resume_from_checkpoint), sharded=self.is_fsdp_enabled)
         # validated (also the shapes of the JSON read below), the same step on every process
         resume_from_checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir, self.args.world_size)
         skip_replay = evaluated = False
+        planned = self._planned_steps()
         if resume_from_checkpoint:
             with open(os.path.join(resume_from_checkpoint, STATE_FILE)) as f:
                 saved = json.load(f)
@@ -319,13 +266,15 @@ class CJEPATrainer(Trainer):
             global_step = trainer_state["global_step"]
             # the checkpoint's log holds its step's evaluation: eval_on_start would log it twice
             evaluated = any(h.get("step") == global_step and "eval_runtime" in h for h in trainer_state["log_history"])
+            # before anything is loaded: a changed model would fail there with a less telling error
+            check_resume_config(resume_from_checkpoint, self.accelerator.unwrap_model(self.model).config)
+            report_changed_arguments(resume_from_checkpoint, self.args, self.run_arguments)
             self.step_state.restore_counts(saved)
             if self.online_probe is not None:
                 self.online_probe.load(resume_from_checkpoint)
                 self._probe_sums.copy_(torch.tensor(saved.get("online_probe_sums", [0.0, 0.0, 0.0])))
-            planned = self._planned_steps()
             if planned is not None and global_step >= planned:
-                return self._already_complete(resume_from_checkpoint, planned)
+                return finished_run_output(self, resume_from_checkpoint, planned)
             if not is_stream(self.train_dataset):
                 self._resume_position(global_step)
             elif self.args.ignore_data_skip:
@@ -333,15 +282,28 @@ class CJEPATrainer(Trainer):
             else:
                 # Trainer would replay the stream from epoch 0, decoding every skipped batch,
                 # and restart the next epoch at its beginning: the stream seeks itself instead.
-                skip_replay = self._resume_stream(resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers"))
+                skip_replay = seek_stream(self, resume_from_checkpoint, saved.get("data"), saved.get("dataloader_num_workers"))
         restore = {"ignore_data_skip": self.args.ignore_data_skip, "eval_on_start": self.args.eval_on_start}
         self.args.ignore_data_skip = self.args.ignore_data_skip or skip_replay
         self.args.eval_on_start = self.args.eval_on_start and not evaluated
+        nonfinite_before = int(self.step_state.nonfinite_total.item())  # the checkpoint's, on a resume
         try:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            with stop_signals(self.stop_request):
+                result = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             for key, value in restore.items():
                 setattr(self.args, key, value)
+        check_run_finished(self, planned)  # a stop signal, or fewer steps than planned: an error
+        return account_skipped_steps(self, result, nonfinite_before)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            honour_new_settings(self)  # this run's learning rate and AdamW settings, not the checkpoint's
+
+    def _load_callback_state(self) -> None:
+        super()._load_callback_state()
+        honour_new_intervals(self)  # this run's save / log / eval intervals, not the checkpoint's
 
     # ---------------------------------------------------------------- the loss
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -521,6 +483,8 @@ class CJEPATrainer(Trainer):
                 super()._save_checkpoint(model, trial)
             finally:
                 self.args.save_total_limit = limit
+            if self.args.should_save:  # save_model wrote it with the limit set aside above: the run's arguments
+                write_json_atomically(os.path.join(folder, "training_args.json"), json.loads(self.args.to_json_string()))
             share_rng_states(folder, self.args)  # save_on_each_node: every node's copy gets every rank's
             data = None
             if is_stream(self.train_dataset):  # every process takes part in the gather
@@ -534,6 +498,8 @@ class CJEPATrainer(Trainer):
                     # beside "data", whose layout (stream workers) 0 and 1 workers share
                     "dataloader_num_workers": self.args.dataloader_num_workers,
                 }
+                if self.run_arguments:
+                    state["run_arguments"] = self.run_arguments  # beside config.json and training_args.json
                 if data is not None:
                     state["data"] = data  # the stream's position, for an exact resume
                 if self.online_probe is not None:
