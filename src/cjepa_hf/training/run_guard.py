@@ -211,7 +211,7 @@ def hold_output_dir(args: Any):
     output_dir = args.output_dir
     if args.should_save:
         make_output_dir(output_dir)
-    if not args.process_index == 0:
+    if args.process_index != 0:
         yield
         return
     path = acquire_lock(output_dir)
