@@ -173,18 +173,7 @@ def extract_features(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model = model.to(device).eval()
     features, labels = [], []
-    for pixels, y in _progress(
-        _batches(
-            dataset_or_loader,
-            batch_size=batch_size,
-            transform=transform,
-            image_column=image_column,
-            label_column=label_column,
-            num_workers=num_workers,
-        ),
-        progress,
-        _num_batches(dataset_or_loader, batch_size),
-    ):
+    for pixels, y in _labelled_batches(dataset_or_loader, batch_size, transform, image_column, label_column, num_workers, progress):
         features.append(encode(model, pixels.to(device, non_blocking=True), last_n_layers).float().cpu())
         labels.append(y)
     if not features:
@@ -193,6 +182,19 @@ def extract_features(
     if cache_path is not None:
         _save_cache(cache_path, *out, cache_key)
     return out
+
+
+def _labelled_batches(dataset_or_loader, batch_size, transform, image_column, label_column, num_workers, progress):
+    """(pixels, labels) batches of `_batches`, with a progress bar when `progress` names it."""
+    batches = _batches(
+        dataset_or_loader,
+        batch_size=batch_size,
+        transform=transform,
+        image_column=image_column,
+        label_column=label_column,
+        num_workers=num_workers,
+    )
+    return _progress(batches, progress, _num_batches(dataset_or_loader, batch_size))
 
 
 def raw_pixel_features(
@@ -212,18 +214,7 @@ def raw_pixel_features(
     if transform is None and image_size is not None:
         transform = ClassificationTransform(image_size, train=False)
     features, labels = [], []
-    for pixels, y in _progress(
-        _batches(
-            dataset_or_loader,
-            batch_size=batch_size,
-            transform=transform,
-            image_column=image_column,
-            label_column=label_column,
-            num_workers=num_workers,
-        ),
-        progress,
-        _num_batches(dataset_or_loader, batch_size),
-    ):
+    for pixels, y in _labelled_batches(dataset_or_loader, batch_size, transform, image_column, label_column, num_workers, progress):
         features.append(pixels.float().flatten(1))
         labels.append(y)
     return torch.cat(features), torch.cat(labels)
